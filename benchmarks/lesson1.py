@@ -1,0 +1,154 @@
+"""Lesson 1 benchmark: the three lines on Dogs vs Cats, timed, with the backbone's bare speed.
+
+    python benchmarks/lesson1.py --data ../shared/data/dogscats            # full: 10k train, 2k valid
+    python benchmarks/lesson1.py --data ../shared/data/dogscats --max-train 1000 --max-valid 400
+
+Prints (and with --out writes) a markdown table: images, precompute seconds and images/s, the
+backbone's bare forward images/s on already-decoded batches (same batch size, dtype and memory
+format), their ratio, fit(0.01, 3) seconds, valid accuracy, and a cold start (a fresh process:
+imports, model, precompute with an empty cache, fit) timed from outside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from threeline import ImageData, Learner
+from threeline.data import Split
+from threeline.transforms import normalize
+
+
+def subset(split: Split, n: int | None, seed: int = 0) -> Split:
+    """A seeded, class-balanced subset of at most ``n`` files."""
+    if n is None or n >= len(split):
+        return split
+    labels = np.asarray(split.labels)
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    keep = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: n // len(classes)]
+                           for c in classes])
+    keep.sort()
+    return Split([split.files[i] for i in keep], [split.labels[i] for i in keep])
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    return f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads, " \
+           f"torch {torch.__version__}"
+
+
+def bare_forward(learn: Learner, batch_size: int, batches: int) -> float:
+    """Images/s of the body alone on one decoded batch repeated (no decoding, no disk)."""
+    files = (learn.data.train.files * batch_size)[:batch_size]
+    images = torch.stack([learn.preprocess(f) for f in files]).to(learn.device)  # uint8
+    sync = torch.cuda.synchronize if learn.device.type == "cuda" else (lambda: None)
+    learn.body.eval()
+    rates = []
+    with torch.inference_mode():
+        for i in range(batches + 2):
+            start = time.perf_counter()
+            x = normalize(images, learn.preprocess.mean, learn.preprocess.std)
+            if learn.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with learn._autocast():
+                learn.body(x)
+            sync()
+            if i >= 2:  # two warm-up batches
+                rates.append(batch_size / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+COLD = """
+import sys, time
+t0 = time.perf_counter()
+from threeline import ImageData, Learner
+data = ImageData.from_folder(sys.argv[1], size=None if sys.argv[3] == 'None' else int(sys.argv[3]))
+learn = Learner.pretrained(sys.argv[2], data, precompute=True, cache_dir=sys.argv[4],
+                           progress=False)
+learn.fit(0.01, 3)
+print('TRAINED', time.perf_counter() - t0, learn.validate()[1])
+"""
+
+
+def cold_start(data_dir: str, arch: str, size: int | None) -> tuple[float, float]:
+    """Wall seconds of a fresh process from launch to trained model, empty activation cache."""
+    with tempfile.TemporaryDirectory() as cache:
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", COLD, data_dir, arch, str(size), cache],
+                             capture_output=True, text=True, check=True)
+        wall = time.perf_counter() - start
+    accuracy = float(out.stdout.strip().splitlines()[-1].split()[-1])
+    return wall, accuracy
+
+
+def run(args: argparse.Namespace) -> list[tuple[str, str]]:
+    data = ImageData.from_folder(args.data, size=args.size, batch_size=args.batch_size)
+    data.train, data.valid = subset(data.train, args.max_train), subset(data.valid, args.max_valid)
+    with tempfile.TemporaryDirectory() as cache:
+        learn = Learner.pretrained(args.arch, data, precompute=True, cache_dir=cache)
+        sync = torch.cuda.synchronize if learn.device.type == "cuda" else (lambda: None)
+        bare = bare_forward(learn, args.batch_size, args.bare_batches)
+        start = time.perf_counter()
+        learn.features("train"), learn.features("valid")
+        sync()
+        pre = time.perf_counter() - start
+        n = len(data.train) + len(data.valid)
+        start = time.perf_counter()
+        learn.fit(0.01, 3)
+        sync()
+        fit = time.perf_counter() - start
+        _, accuracy = learn.validate()
+    rows = [
+        ("machine", machine()),
+        ("architecture, input size", f"{args.arch}, {learn.preprocess.size} px"),
+        ("images (train + valid)", f"{len(data.train)} + {len(data.valid)}"),
+        ("precompute seconds", f"{pre:.2f}"),
+        ("precompute images/s", f"{n / pre:.1f}"),
+        ("bare backbone forward images/s (batch {})".format(args.batch_size), f"{bare:.1f}"),
+        ("precompute / bare forward", f"{n / pre / bare:.1%}"),
+        ("fit(0.01, 3) seconds on the cache", f"{fit:.3f}"),
+        ("valid accuracy", f"{accuracy:.2%}"),
+    ]
+    if args.cold_start:
+        if args.max_train or args.max_valid:
+            print("note: the cold start uses the whole folder, not the subset", file=sys.stderr)
+        wall, cold_accuracy = cold_start(str(args.data), args.arch, args.size)
+        rows += [("cold start to trained model, seconds", f"{wall:.2f}"),
+                 ("cold start valid accuracy", f"{cold_accuracy:.2%}")]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="../shared/data/dogscats")
+    parser.add_argument("--arch", default="efficientnet_lite2")
+    parser.add_argument("--size", type=int, default=None, help="default: the weights' size")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-train", type=int, default=None)
+    parser.add_argument("--max-valid", type=int, default=None)
+    parser.add_argument("--bare-batches", type=int, default=5)
+    parser.add_argument("--cold-start", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="append the table to this file")
+    args = parser.parse_args()
+    rows = run(args)
+    table = "| measure | value |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("a") as f:
+            f.write(f"\n{' '.join(sys.argv)}\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
