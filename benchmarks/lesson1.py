@@ -1,6 +1,6 @@
 """Lesson 1 benchmark: the three lines on Dogs vs Cats, timed, with the backbone's bare speed.
 
-    python benchmarks/lesson1.py --data ../shared/data/dogscats            # full: 10k train, 2k valid
+    python benchmarks/lesson1.py --data ../shared/data/dogscats     # full: 10k train, 2k valid
     python benchmarks/lesson1.py --data ../shared/data/dogscats --max-train 1000 --max-valid 400
 
 Prints (and with --out writes) a markdown table: images, precompute seconds and images/s, the
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
         ("images (train + valid)", f"{len(data.train)} + {len(data.valid)}"),
         ("precompute seconds", f"{pre:.2f}"),
         ("precompute images/s", f"{n / pre:.1f}"),
-        ("bare backbone forward images/s (batch {})".format(args.batch_size), f"{bare:.1f}"),
+        (f"bare backbone forward images/s (batch {args.batch_size})", f"{bare:.1f}"),
         ("precompute / bare forward", f"{n / pre / bare:.1%}"),
         ("fit(0.01, 3) seconds on the cache", f"{fit:.3f}"),
         ("valid accuracy", f"{accuracy:.2%}"),

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.conftest import shared_dataset
+from conftest import shared_dataset
 from threeline import ImageData, Learner
 
 
@@ -96,7 +96,7 @@ def test_killed_precompute_leaves_no_corrupt_cache(dogscats_demo, tmp_path):
     data = ImageData.from_folder(dogscats_demo, size=128, batch_size=8)
     learn = Learner.pretrained("efficientnet_lite0", data, precompute=True, cache_dir=cache,
                                progress=False)
-    x, y = learn.features("train")
+    x, _ = learn.features("train")
     assert x.shape == (80, learn.body.out_features) and torch.isfinite(x).all()
 
 

@@ -12,4 +12,4 @@ from threeline.weights import available_models, cache_dir
 
 __version__ = "0.1.0"
 
-__all__ = ["ImageData", "Learner", "available_models", "cache_dir", "demo_path", "__version__"]
+__all__ = ["ImageData", "Learner", "__version__", "available_models", "cache_dir", "demo_path"]

@@ -12,16 +12,29 @@ Images are found recursively inside each class folder. Nothing is copied or move
 from __future__ import annotations
 
 import os
+import struct
+import sys
+import zlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from threeline.images import is_image_file
+from threeline.images import (
+    IMAGE_EXTENSIONS,
+    MAX_PIXELS,
+    BadImageError,
+    is_system_file,
+    pixel_limit,
+    read_header,
+    too_large_hint,
+)
 
 VALID_NAMES = ("valid", "val", "validation")
 
@@ -62,6 +75,7 @@ class ImageData:
     """Labelled image files split into train and valid, with the image size to train at.
 
     Build one with :meth:`from_folder`. ``size=None`` means "the backbone's native size".
+    ``skipped`` maps each file that is not a usable image to the reason, in a few words.
     """
 
     root: Path
@@ -71,7 +85,9 @@ class ImageData:
     size: int | None = None
     batch_size: int = 64
     num_workers: int | None = None
-    skipped: list[Path] = field(default_factory=list)
+    skipped: dict[Path, str] = field(default_factory=dict)
+    max_pixels: int | None = MAX_PIXELS
+    image_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @classmethod
     def from_folder(
@@ -82,8 +98,14 @@ class ImageData:
         seed: int = 42,
         batch_size: int = 64,
         num_workers: int | None = None,
+        max_pixels: int | None = MAX_PIXELS,
     ) -> ImageData:
         """Read a folder of images, one sub-folder per class.
+
+        Every file's header is checked (fast: nothing is decoded). Files that are not usable
+        images (corrupt, empty, unreadable, too large, or not images at all) are skipped and
+        listed in ``data.skipped``, with one summary line printed. Hidden files and file-manager
+        litter such as ``.DS_Store`` and ``Thumbs.db`` are ignored silently.
 
         Args:
             path: the root folder (see the module docstring for the layouts understood).
@@ -92,6 +114,8 @@ class ImageData:
             seed: makes that split deterministic.
             batch_size: images per batch.
             num_workers: decoding processes; None picks from the number of CPU cores.
+            max_pixels: images with more pixels are skipped, a guard against decompression
+                bombs (default 200 megapixels); None for no limit.
 
         Example:
             >>> data = ImageData.from_folder(demo_path(), size=224)
@@ -99,20 +123,38 @@ class ImageData:
             ['cats', 'dogs']
         """
         root = Path(path).expanduser()
-        _check_args(root, size, valid_pct, batch_size, num_workers)
+        _check_args(root, size, valid_pct, batch_size, num_workers, max_pixels)
         train_dir = root / "train"
         valid_dir = next((root / n for n in VALID_NAMES if (root / n).is_dir()), None)
+        scan = _Scanner(max_pixels)
         if train_dir.is_dir() and valid_dir is not None:
             classes = _class_names(train_dir)
-            train = _scan(train_dir, classes)
-            valid = _scan(valid_dir, classes, known_from=train_dir)
+            train = scan(train_dir, classes)
+            valid = scan(valid_dir, classes, known_from=train_dir)
         else:
             source = train_dir if train_dir.is_dir() else root
             classes = _class_names(source)
-            train, valid = _split(_scan(source, classes), valid_pct, seed)
-        data = cls(root, classes, train, valid, size, batch_size, num_workers)
+            train, valid = _split(scan(source, classes), valid_pct, seed)
+        data = cls(root, classes, train, valid, size, batch_size, num_workers,
+                   skipped=scan.skipped, max_pixels=max_pixels, image_sizes=scan.size_stats())
         _check_nonempty(data)
+        if data.skipped:
+            print(skipped_summary(data.skipped, root, scan.seen), file=sys.stderr, flush=True)
         return data
+
+    @classmethod
+    def from_classes(cls, classes: Sequence[str], size: int | None = None,
+                     batch_size: int = 64, num_workers: int | None = None) -> ImageData:
+        """Class names and an image size without any files: enough to predict with a saved model.
+
+        Example:
+            >>> ImageData.from_classes(["cats", "dogs"], size=224).classes
+            ['cats', 'dogs']
+        """
+        classes = [str(c) for c in classes]
+        if len(classes) < 2 or len(set(classes)) != len(classes):
+            raise ValueError(f"classes must be at least two distinct names, got {classes!r}.")
+        return cls(Path(), classes, Split([], []), Split([], []), size, batch_size, num_workers)
 
     def __repr__(self) -> str:
         lines = [f"ImageData({self.root}): {len(self.classes)} classes, size={self.size}"]
@@ -124,8 +166,13 @@ class ImageData:
         if len(self.classes) > 20:
             lines.append(f"  ... {len(self.classes) - 20} more classes")
         lines.append(f"  {'total':<{width}}  {len(self.train):>7}  {len(self.valid):>7}")
+        if self.image_sizes:
+            lines.append("  image sizes (width x height): " + ", ".join(
+                f"{k} {w}x{h}" for k, (w, h) in self.image_sizes.items()))
         if self.skipped:
-            lines.append(f"  skipped {len(self.skipped)} unreadable files")
+            reasons = Counter(r.split(" (")[0] for r in self.skipped.values())
+            detail = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
+            lines.append(f"  skipped {len(self.skipped)} files: {detail} (see .skipped)")
         return "\n".join(lines)
 
     def split(self, name: str) -> Split:
@@ -133,6 +180,18 @@ class ImageData:
         if name not in ("train", "valid"):
             raise ValueError(f"split must be 'train' or 'valid', got {name!r}.")
         return self.train if name == "train" else self.valid
+
+    def show_batch(self, k: int = 9, augment=None, seed: int = 0,
+                   save: str | os.PathLike | None = None):
+        """A matplotlib Figure of ``k`` training images with labels; see
+        :func:`threeline.interpret.show_batch`.
+
+        Example:
+            >>> fig = demo_data.show_batch(9, augment="side_on", save="batch.png")  # doctest: +SKIP
+        """
+        from threeline.interpret import show_batch
+
+        return show_batch(self, k, augment, seed, save)
 
     def loader(
         self,
@@ -144,11 +203,16 @@ class ImageData:
         generator: torch.Generator | None = None,
         batch_size: int | None = None,
     ) -> DataLoader:
-        """Batches of ``(uint8 images (B, 3, S, S), int64 labels (B,))`` decoded in workers."""
+        """Batches of ``(uint8 images (B, 3, S, S), int64 labels (B,))`` decoded in workers.
+
+        A file that fails to decode never ends an epoch: a plain gray image stands in for it, one
+        line names it, and it is added to ``skipped``.
+        """
         workers = self.num_workers if self.num_workers is not None else default_workers()
-        dataset = ImageFiles(list(files), labels, transform)
-        return DataLoader(
+        dataset = _ReportingFiles(list(files), labels, transform, self.max_pixels)
+        return ImageLoader(
             dataset,
+            on_failure=self._decode_failed,
             batch_size=batch_size or self.batch_size,
             shuffle=shuffle,
             num_workers=min(workers, max(1, len(dataset) // 16)) if workers else 0,
@@ -157,7 +221,48 @@ class ImageData:
             persistent_workers=False,
             worker_init_fn=_worker_init,
             prefetch_factor=4 if workers else None,
+            collate_fn=_collate,
         )
+
+    def _decode_failed(self, path: str, reason: str) -> None:
+        if Path(path) not in self.skipped:
+            self.skipped[Path(path)] = reason
+            print(f"Could not decode {_show(Path(path))}: {reason}. A gray image stood in for it; "
+                  f"remove or replace the file (listed in data.skipped).", file=sys.stderr,
+                  flush=True)
+
+
+class ImageLoader(DataLoader):
+    """A DataLoader of ``(images, labels)`` that reports files that failed to decode.
+
+    Stops with an error when most images fail (a broken transform, not a few bad files).
+
+    Example:
+        >>> from threeline.transforms import Preprocess
+        >>> data = ImageData.from_folder(demo_path(), num_workers=0)
+        >>> images, labels = next(iter(data.loader(data.valid.files, data.valid.labels,
+        ...                                        Preprocess(size=64), batch_size=4)))
+        >>> images.shape, labels.tolist()
+        (torch.Size([4, 3, 64, 64]), [0, 0, 0, 0])
+    """
+
+    def __init__(self, *args, on_failure: Callable[[str, str], None], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.on_failure = on_failure
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        seen, failed = 0, 0
+        for images, labels, failures in super().__iter__():
+            seen, failed = seen + len(labels), failed + len(failures)
+            for path, reason in failures:
+                self.on_failure(path, reason)
+            if failed > 8 and failed > seen / 2:
+                path, reason = failures[0] if failures else ("?", "?")
+                raise ValueError(
+                    f"{failed} of {seen} images failed to decode (e.g. {path}: {reason}). "
+                    f"Expected a few bad files at most; check the files and the transform."
+                )
+            yield images, labels
 
 
 def default_workers() -> int:
@@ -170,21 +275,69 @@ def _worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)  # decoding workers must not compete with the model for cores
 
 
-class ImageFiles(Dataset):
-    """Files (or PIL images) and labels; ``transform`` turns one into a uint8 tensor."""
+# What decoding a bad file can raise (Pillow wraps most, not all, of its decoders' errors).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
+                 MemoryError, Image.DecompressionBombError)
 
-    def __init__(self, files: list, labels: Sequence[int] | None, transform: Callable):
-        self.files, self.transform = files, transform
+
+class ImageFiles(Dataset):
+    """Files (or PIL images) and labels; ``transform`` turns one into a uint8 tensor.
+
+    A file that cannot be decoded gives a plain gray image instead of an exception, with a line
+    on stderr, so one bad file never ends an epoch.
+
+    Example:
+        >>> from threeline.transforms import Preprocess
+        >>> files = sorted((demo_path() / "train" / "cats").iterdir())[:2]
+        >>> image, label = ImageFiles(files, [0, 0], Preprocess(size=64))[0]
+        >>> image.shape, label
+        (torch.Size([3, 64, 64]), 0)
+    """
+
+    def __init__(self, files: list, labels: Sequence[int] | None, transform: Callable,
+                 max_pixels: int | None = MAX_PIXELS):
+        self.files, self.transform, self.max_pixels = files, transform, max_pixels
         self.labels = list(labels) if labels is not None else [-1] * len(files)
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.files[index]), self.labels[index]
+        image, failure = self.decode(index)
+        if failure is not None:
+            print(f"Could not decode {_show(Path(str(self.files[index])))}: {failure}. "
+                  f"A gray image stood in for it.", file=sys.stderr, flush=True)
+        return image, self.labels[index]
+
+    def decode(self, index: int) -> tuple[torch.Tensor, str | None]:
+        """The transformed image and None, or a gray stand-in and why the file failed."""
+        try:
+            with pixel_limit(self.max_pixels):
+                return self.transform(self.files[index]), None
+        except Image.DecompressionBombError:
+            reason = f"too large. {too_large_hint(self.max_pixels)}"
+        except DECODE_ERRORS as err:
+            text = str(err).strip() or type(err).__name__
+            reason = f"corrupt or truncated ({text[:80]})"
+        return self.transform(Image.new("RGB", (256, 256), (128, 128, 128))), reason
 
 
-def _check_args(root: Path, size, valid_pct, batch_size, num_workers) -> None:
+class _ReportingFiles(ImageFiles):
+    """ImageFiles whose items also carry the failure (or None) to the main process."""
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, tuple[str, str] | None]:
+        image, failure = self.decode(index)
+        report = None if failure is None else (str(self.files[index]), failure)
+        return image, self.labels[index], report
+
+
+def _collate(samples: list) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, str]]]:
+    images, labels, reports = zip(*samples, strict=True)
+    failures = [r for r in reports if r is not None]
+    return torch.stack(images), torch.tensor(labels, dtype=torch.int64), failures
+
+
+def _check_args(root: Path, size, valid_pct, batch_size, num_workers, max_pixels) -> None:
     if not root.exists():
         raise FileNotFoundError(
             f"The folder {root} does not exist. Expected a folder with one sub-folder per class "
@@ -192,6 +345,13 @@ def _check_args(root: Path, size, valid_pct, batch_size, num_workers) -> None:
         )
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is a file; expected a folder of class sub-folders.")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise PermissionError(
+            f"The folder {root} cannot be read (permission denied). Give your user read access "
+            f"(e.g. chmod -R u+rX {root}) or copy the images somewhere readable."
+        )
+    if max_pixels is not None and (not isinstance(max_pixels, int) or max_pixels < 1):
+        raise ValueError(f"max_pixels must be a positive int or None, got {max_pixels!r}.")
     if size is not None and (not isinstance(size, int) or size < 32):
         raise ValueError(f"size must be an int of at least 32 pixels (or None), got {size!r}.")
     if not 0 < valid_pct < 1:
@@ -202,8 +362,18 @@ def _check_args(root: Path, size, valid_pct, batch_size, num_workers) -> None:
         raise ValueError(f"num_workers must be None or an int >= 0, got {num_workers!r}.")
 
 
+def _subfolders(folder: Path) -> list[str]:
+    try:
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except PermissionError as err:
+        raise PermissionError(
+            f"The folder {folder} cannot be read (permission denied). Give your user read "
+            f"access (e.g. chmod -R u+rX {folder}) or copy the images somewhere readable."
+        ) from err
+
+
 def _class_names(folder: Path) -> list[str]:
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = _subfolders(folder)
     if not classes:
         raise ValueError(
             f"No class folders found in {folder}. Expected one sub-folder per class, e.g. "
@@ -217,20 +387,109 @@ def _class_names(folder: Path) -> list[str]:
     return classes
 
 
-def _scan(folder: Path, classes: list[str], known_from: Path | None = None) -> Split:
-    present = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    unknown = [c for c in present if c not in classes]
-    if unknown:
-        raise ValueError(
-            f"{folder} has class folders not in {known_from}: {', '.join(unknown)}. Every "
-            f"validation class needs training images: add them, or remove those folders."
-        )
-    files, labels = [], []
-    for label, name in enumerate(classes):
-        found = sorted(p for p in (folder / name).rglob("*") if p.is_file() and is_image_file(p))
-        files += found
-        labels += [label] * len(found)
-    return Split(files, labels)
+class _Scanner:
+    """Finds the image files of class folders, checking each header; collects what it skips."""
+
+    def __init__(self, max_pixels: int | None):
+        self.max_pixels = max_pixels
+        self.skipped: dict[Path, str] = {}
+        self.sizes: list[tuple[int, int]] = []
+        self.seen = 0
+
+    def __call__(self, folder: Path, classes: list[str], known_from: Path | None = None) -> Split:
+        unknown = [c for c in _subfolders(folder) if c not in classes]
+        if unknown:
+            raise ValueError(
+                f"{folder} has class folders not in {known_from}: {', '.join(unknown)}. Every "
+                f"validation class needs training images: add them, or remove those folders."
+            )
+        candidates: list[tuple[Path, int]] = []
+        for label, name in enumerate(classes):
+            candidates += [(path, label) for path in self._files(folder / name)]
+        # Header reads mostly wait on the disk: threads overlap them.
+        with pixel_limit(self.max_pixels), ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(self._probe, [path for path, _ in candidates]))
+        files, labels = [], []
+        for (path, label), size in zip(candidates, results, strict=True):
+            if size is not None:
+                files.append(path)
+                labels.append(label)
+                self.sizes.append(size)
+        return Split(files, labels)
+
+    def _files(self, class_dir: Path) -> list[Path]:
+        """Candidate image files under ``class_dir``, recursively; other files are skipped."""
+        found: list[Path] = []
+
+        def unreadable(err: OSError) -> None:
+            self.skipped[Path(err.filename or class_dir)] = "folder cannot be read"
+
+        for top, dirs, names in os.walk(class_dir, onerror=unreadable):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in names:
+                path = Path(top) / name
+                if is_system_file(path):
+                    continue
+                self.seen += 1
+                if not path.is_file():
+                    if path.is_symlink():
+                        self.skipped[path] = "broken link"
+                    continue
+                suffix = path.suffix.lower()
+                if suffix not in IMAGE_EXTENSIONS:
+                    self.skipped[path] = f"not an image file ({suffix or 'no extension'})"
+                    continue
+                found.append(path)
+        return sorted(found)
+
+    def _probe(self, path: Path) -> tuple[int, int] | None:
+        try:
+            return read_header(path, self.max_pixels)
+        except BadImageError as err:
+            self.skipped[path] = err.reason
+            return None
+
+    def size_stats(self) -> dict[str, tuple[int, int]]:
+        """Smallest, median and largest width and height (each taken on its own)."""
+        if not self.sizes:
+            return {}
+        sizes = np.asarray(self.sizes)  # (N, 2)
+        pick = {"min": np.min, "median": np.median, "max": np.max}
+        return {k: tuple(int(v) for v in f(sizes, axis=0)) for k, f in pick.items()}
+
+
+def skipped_summary(skipped: dict[Path, str], root: Path, total: int | None = None,
+                    show: int = 3, where: str | None = "data.skipped") -> str:
+    """One line: how many files were skipped, and the first few with their reasons.
+
+    Example:
+        >>> bad = {Path("a/b.txt"): "not an image file (.txt)"}
+        >>> skipped_summary(bad, Path("a"), 5)  # doctest: +ELLIPSIS
+        'Skipped 1 of 5 files (not usable images): b.txt (not an image file (.txt)). ...'
+    """
+    n = len(skipped)
+    out_of = f" of {total}" if total else ""
+    noun = "file (not a usable image)" if n == 1 and not total else "files (not usable images)"
+    items = sorted(skipped.items())[:show]
+    shown = "; ".join(f"{_show(_relative(p, root))} ({r})" for p, r in items)
+    more = f"; and {n - show} more" if n > show else ""
+    hint = ""
+    if any(r.startswith("too large") for r in skipped.values()):
+        hint = " To keep very large images, pass a higher max_pixels."
+    listed = f" The full list with reasons is in {where}." if where else ""
+    return f"Skipped {n}{out_of} {noun}: {shown}{more}.{listed}{hint}"
+
+
+def _relative(path: Path, root: Path) -> Path:
+    try:
+        return path.relative_to(root)
+    except ValueError:
+        return path
+
+
+def _show(path: Path) -> str:
+    """A path that prints on any terminal (undecodable bytes escaped)."""
+    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _split(split: Split, valid_pct: float, seed: int) -> tuple[Split, Split]:
@@ -255,15 +514,17 @@ def _split(split: Split, valid_pct: float, seed: int) -> tuple[Split, Split]:
 def _check_nonempty(data: ImageData) -> None:
     counts = data.train.counts(data.classes)
     empty = [c for c, n in counts.items() if n == 0]
+    bad = f" ({len(data.skipped)} files were skipped as unusable: see data.skipped)"
+    bad = bad if data.skipped else ""
     if len(data.train) == 0:
         raise ValueError(
-            f"No images found under {data.root}. Expected files ending in .jpg, .jpeg, .png, "
-            f".bmp, .webp or .gif inside the class folders."
+            f"No images found under {data.root}{bad}. Expected files ending in "
+            f"{', '.join(sorted(IMAGE_EXTENSIONS))} inside the class folders."
         )
     if empty:
         raise ValueError(
-            f"Class folder(s) with no training images: {', '.join(empty)}. Add images to them "
-            f"or remove them."
+            f"Class folder(s) with no training images: {', '.join(empty)}{bad}. Add images to "
+            f"them or remove them."
         )
     if len(data.valid) == 0:
         raise ValueError(

@@ -21,7 +21,7 @@ FORMAT_VERSION = 1
 
 
 def files_fingerprint(files: Sequence[Path]) -> list[tuple[str, int, int]]:
-    """(absolute path, size, mtime in ns) for each file: what makes a file's pixels what they are."""
+    """(absolute path, size, mtime in ns) per file: what makes a file's pixels what they are."""
     out = []
     for f in files:
         stat = os.stat(f)

@@ -1,16 +1,42 @@
 """Reading image files: one place that turns a path into an RGB picture.
 
-Handles EXIF orientation (rotated phone photos), grayscale, palette and alpha images, and uses
-JPEG draft mode so a large JPEG is decoded at a reduced scale when only a small copy is needed.
+Handles EXIF orientation (rotated phone photos), grayscale, palette and alpha images, 16-bit and
+CMYK images, and uses JPEG draft mode so a large JPEG is decoded at a reduced scale when only a
+small copy is needed.
+
+Files that are not usable images are reported, not fatal: :func:`probe_image` reads only a file's
+header (fast) and raises :class:`BadImageError` saying why a file cannot be used.
+
+Very large images are refused above ``max_pixels`` (default :data:`MAX_PIXELS`) to guard against
+decompression bombs: small files that declare enormous pictures. Pillow's own global limit is
+never changed for good; it is lifted only while a file is opened under :func:`pixel_limit`.
 """
 
 from __future__ import annotations
 
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+)
+# Files that operating systems drop into folders: ignored without a word.
+SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db", "icon\r"})
+MAX_PIXELS = 200_000_000  # 200 megapixels: above the largest phone cameras
+_LIMIT_LOCK = threading.RLock()
+
+
+class BadImageError(ValueError):
+    """A file that cannot be used as an image; ``reason`` says why in a few words."""
+
+    def __init__(self, path: str | Path, reason: str, hint: str = ""):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path}: {reason}." + (f" {hint}" if hint else ""))
 
 
 def is_image_file(path: Path) -> bool:
@@ -21,6 +47,126 @@ def is_image_file(path: Path) -> bool:
         (True, False)
     """
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def is_system_file(path: Path) -> bool:
+    """True for hidden files and the litter of file managers (``.DS_Store``, ``Thumbs.db``).
+
+    Example:
+        >>> is_system_file(Path("cats/Thumbs.db")), is_system_file(Path("cats/notes.txt"))
+        (True, False)
+    """
+    return path.name.startswith(".") or path.name.lower() in SYSTEM_FILES
+
+
+def _megapixels(pixels: float) -> str:
+    return f"{pixels / 1e6:,.0f} megapixels"
+
+
+@contextmanager
+def pixel_limit(max_pixels: int | None = MAX_PIXELS) -> Iterator[None]:
+    """Open images under our decompression-bomb limit instead of Pillow's global one.
+
+    Inside the block, opening an image of more than ``max_pixels`` pixels raises
+    ``PIL.Image.DecompressionBombError``; ``None`` means no limit. Pillow's setting is restored
+    on exit.
+
+    Example:
+        >>> with pixel_limit(100_000):
+        ...     Image.open(next((Path(__file__).parent / "demo_data").rglob("*.jpg"))).size
+        (200, 200)
+    """
+    with _LIMIT_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        old = Image.MAX_IMAGE_PIXELS
+        # Pillow raises above twice its setting (and only warns above it).
+        Image.MAX_IMAGE_PIXELS = None if max_pixels is None else max_pixels // 2
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = old
+
+
+def too_large_hint(max_pixels: int | None) -> str:
+    """How to raise the limit, for error messages.
+
+    Example:
+        >>> "max_pixels" in too_large_hint(MAX_PIXELS)
+        True
+    """
+    limit = "no limit" if max_pixels is None else f"the limit of {_megapixels(max_pixels)}"
+    return (
+        f"Images above {limit} are refused to guard against decompression bombs. If you trust "
+        f"the file, raise it: ImageData.from_folder(..., max_pixels=1_000_000_000) "
+        f"(max_pixels=None for no limit), or --max-pixels on the command line."
+    )
+
+
+def probe_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> tuple[int, int]:
+    """The upright (width, height) of an image file, from its header only (no decoding).
+
+    Raises:
+        BadImageError: the file is empty, unreadable, not an image Pillow knows, or larger than
+            ``max_pixels`` pixels.
+
+    Example:
+        >>> from threeline.data import demo_path
+        >>> probe_image(next((demo_path() / "train" / "cats").iterdir()))
+        (200, 200)
+    """
+    with pixel_limit(max_pixels):
+        return read_header(path, max_pixels)
+
+
+def read_header(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> tuple[int, int]:
+    """:func:`probe_image` for use inside ``with pixel_limit(max_pixels):`` (many files, threads).
+
+    Example:
+        >>> from threeline.data import demo_path
+        >>> files = sorted((demo_path() / "train" / "dogs").iterdir())[:3]
+        >>> with pixel_limit(MAX_PIXELS):
+        ...     [read_header(f) for f in files]
+        [(200, 200), (200, 200), (200, 200)]
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise BadImageError(path, "empty file (0 bytes)")
+        with Image.open(path) as image:
+            width, height = image.size
+            if width < 1 or height < 1:
+                raise BadImageError(path, f"image has no pixels ({width}x{height})")
+            if _orientation(image) in (5, 6, 7, 8):
+                width, height = height, width
+            return width, height
+    except BadImageError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise BadImageError(path, "too large", too_large_hint(max_pixels)) from err
+    except UnidentifiedImageError as err:
+        raise BadImageError(path, "not a readable image (corrupt, or not an image)") from err
+    except PermissionError as err:
+        raise BadImageError(path, "cannot be read: permission denied") from err
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise BadImageError(path, f"corrupt or truncated ({_short(err)})") from err
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1 = upright), read without decoding any pixels."""
+    try:
+        if image.format == "PNG":  # Pillow's PNG getexif() decodes the whole image
+            exif = Image.Exif()
+            if image.info.get("exif"):
+                exif.load(image.info["exif"])
+            return int(exif.get(0x0112, 1))
+        return int(image.getexif().get(0x0112, 1))
+    except Exception:  # malformed EXIF: treat as upright
+        return 1
 
 
 def load_image(source: str | Path | Image.Image, min_size: int | None = None) -> Image.Image:
@@ -43,11 +189,17 @@ def load_image(source: str | Path | Image.Image, min_size: int | None = None) ->
         image = Image.open(source)
         if min_size is not None and image.format == "JPEG":
             image.draft("RGB", (min_size, min_size))
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # malformed EXIF: keep the picture as stored
+        image.load()
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    ):
+        rgba = image.convert("RGBA")
         background = Image.new("RGB", image.size, (255, 255, 255))
-        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        background.paste(rgba, mask=rgba.getchannel("A"))
         return background
-    if image.mode == "I;16" or image.mode == "I":
-        image = image.point(lambda v: v / 256).convert("L")
+    if image.mode.startswith("I;16") or image.mode == "I":
+        image = image.point(lambda v: v / 256).convert("L")  # 16-bit -> 8-bit
     return image.convert("RGB")

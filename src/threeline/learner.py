@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -19,11 +20,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from threeline import augment as augmentation
+from threeline import export, lr_finder, schedules
 from threeline import features as feature_cache
-from threeline import schedules
+from threeline.checkpoints import Checkpoints
 from threeline.data import ImageData
 from threeline.images import is_image_file
-from threeline.model import Body, make_head, param_groups
+from threeline.interpret import Interpretation
+from threeline.model import Body, layer_groups, make_head, optimizer_groups
+from threeline.presize import Presized, presize
 from threeline.progress import EpochTable, Progress
 from threeline.transforms import Preprocess, normalize
 from threeline.weights import DEFAULT_ARCH, cache_dir, create_backbone
@@ -45,8 +50,14 @@ class Learner:
         self.cache = Path(cache) if cache is not None else cache_dir()
         self.progress = progress
         self.history: list[dict] = []
+        self.interrupted = False  # True when the latest fit ended with Ctrl-C
         self._precompute = False
         self._cached: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._augment: augmentation.Augment | None = None
+        self._presized: dict[tuple, Presized] = {}
+        self.opt: torch.optim.Optimizer | None = None  # the last fit's optimizer
+        self.compile = False  # torch.compile the network when training it whole
+        self._compiled: nn.Module | None = None
         self.body.to(device)
         self.head.to(device)
         if device.type == "cuda":
@@ -58,7 +69,8 @@ class Learner:
                    precompute: bool = False, device: str | torch.device | None = None,
                    weights: str | os.PathLike | None = None, seed: int = 0,
                    cache_dir: str | os.PathLike | None = None, hidden: int = 512,
-                   dropout: float = 0.25, progress: bool = True) -> Learner:
+                   dropout: float = 0.25, progress: bool = True,
+                   augment: str | augmentation.Augment | None = None) -> Learner:
         """An ImageNet-pretrained backbone with a new head for ``len(data.classes)`` classes.
 
         Args:
@@ -72,6 +84,9 @@ class Learner:
             cache_dir: where activations are cached (default: :func:`threeline.cache_dir`).
             hidden, dropout: the head's hidden width and dropout.
             progress: show progress bars / lines.
+            augment: None, ``"side_on"`` (photos), ``"top_down"`` (satellite, microscopy) or an
+                :class:`threeline.augment.Augment`; training batches are augmented on the device.
+                Needs ``precompute=False``.
 
         Example:
             >>> from threeline import ImageData, demo_path
@@ -95,6 +110,8 @@ class Learner:
         learn = cls(body, head, data, Preprocess.from_config(config, data.size), arch,
                     weights_id, device, seed, cache_dir, progress)
         learn.precompute = precompute
+        if augment is not None:
+            learn.augment = augment
         return learn
 
     # ----------------------------------------------------------------- state
@@ -117,18 +134,105 @@ class Learner:
     def precompute(self, value: bool) -> None:
         if value and any(p.requires_grad for p in self.body.parameters()):
             raise ValueError("precompute=True needs a frozen backbone: call learn.freeze() first.")
+        if value and self._augment is not None:
+            warnings.warn(
+                "precompute=True trains on activations cached from un-augmented images, so "
+                "augmentation would have no effect; precompute stays off. To precompute, set "
+                "learn.augment = None first.", UserWarning, stacklevel=2)
+            value = False
         self._precompute = bool(value)
 
+    @property
+    def augment(self) -> augmentation.Augment | None:
+        """The training augmentation: None, or an :class:`threeline.augment.Augment`.
+
+        Set it to None, ``"side_on"``, ``"top_down"`` or an ``Augment(...)``. Cached activations
+        cannot be augmented, so setting it while ``precompute`` is on warns and switches
+        precompute off.
+
+        Example:
+            >>> from threeline import ImageData, demo_path
+            >>> learn = Learner.pretrained("efficientnet_lite0", ImageData.from_folder(demo_path()))
+            >>> learn.augment = "side_on"
+            >>> learn.augment.flip
+            True
+        """
+        return self._augment
+
+    @augment.setter
+    def augment(self, value: str | augmentation.Augment | None) -> None:
+        value = augmentation.get(value)
+        if value is not None and self._precompute:
+            warnings.warn(
+                "Augmentation makes no sense with precompute=True: the cached activations come "
+                "from un-augmented images. Switched precompute off; training now runs the whole "
+                "(frozen) backbone on augmented images each epoch.", UserWarning, stacklevel=2)
+            self._precompute = False
+        self._augment = value
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Parameter groups from input to output: [early body, late body, head].
+
+        Differential learning rates (a list or ``slice`` passed to :meth:`fit`) spread over them;
+        :meth:`freeze_to` counts them.
+
+        Example:
+            >>> from threeline import ImageData, demo_path
+            >>> learn = Learner.pretrained("efficientnet_lite0", ImageData.from_folder(demo_path()))
+            >>> len(learn.layer_groups())
+            3
+        """
+        return layer_groups(self.body, self.head)
+
+    def freeze_to(self, n: int) -> None:
+        """Train layer groups ``n`` and later; freeze the earlier ones.
+
+        ``freeze_to(0)`` trains everything, ``freeze_to(-1)`` only the head. BatchNorm layers of
+        frozen groups keep their pretrained statistics (they run in eval mode during training),
+        so a frozen part of the network computes exactly what it computed before. Training any
+        part of the body switches precompute off.
+
+        Example:
+            >>> from threeline import ImageData, demo_path
+            >>> learn = Learner.pretrained("efficientnet_lite0", ImageData.from_folder(demo_path()))
+            >>> learn.freeze_to(1)  # train the late body and the head
+            >>> [any(p.requires_grad for p in g) for g in learn.layer_groups()]
+            [False, True, True]
+        """
+        groups = self.layer_groups()
+        if not isinstance(n, int) or not -len(groups) <= n < len(groups):
+            raise ValueError(
+                f"freeze_to needs a group index in [-{len(groups)}, {len(groups) - 1}] (there are "
+                f"{len(groups)} layer groups: early body, late body, head), got {n!r}.")
+        first = n % len(groups)
+        for index, params in enumerate(groups):
+            for p in params:
+                p.requires_grad_(index >= first)
+        if not self._body_frozen():
+            self._precompute = False
+        self._compiled = None
+
     def freeze(self) -> None:
-        """Train only the head; the body's BatchNorm statistics stay as pretrained."""
-        for p in self.body.parameters():
-            p.requires_grad_(False)
+        """Train only the head; the body's BatchNorm statistics stay as pretrained.
+
+        Example:
+            >>> from threeline import ImageData, demo_path
+            >>> learn = Learner.pretrained("efficientnet_lite0", ImageData.from_folder(demo_path()))
+            >>> learn.freeze()
+        """
+        self.freeze_to(-1)
 
     def unfreeze(self) -> None:
-        """Train the whole network. Switches precompute off."""
-        self._precompute = False
-        for p in self.body.parameters():
-            p.requires_grad_(True)
+        """Train the whole network. Switches precompute off.
+
+        Example:
+            >>> from threeline import ImageData, demo_path
+            >>> learn = Learner.pretrained("efficientnet_lite0", ImageData.from_folder(demo_path()))
+            >>> learn.unfreeze()
+            >>> learn.precompute
+            False
+        """
+        self.freeze_to(0)
 
     def _body_frozen(self) -> bool:
         return not any(p.requires_grad for p in self.body.parameters())
@@ -180,6 +284,17 @@ class Learner:
                        transform=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Normalized float image batches (B, 3, S, S) and labels (B,) on the device."""
         cuda = self.device.type == "cuda"
+        splits = (self.data.train, self.data.valid)
+        split = next((s.files for s in splits if s.files is items), None)
+        if transform is None and split is not None and not self.precompute:
+            cache = self._presized_cache(items, labels)  # decoded once, reused every epoch
+            bs = self.data.batch_size
+            for start in range(0, len(cache), bs):
+                index = range(start, min(start + bs, len(cache)))
+                images = cache.center_crops(index, self.preprocess.size).to(self.device)
+                yield self._to_model_input(images.float().div_(255.0)), cache.labels[
+                    start:start + len(index)].to(self.device)
+            return
         generator = torch.Generator().manual_seed(self.seed + len(self.history))
         loader = self.data.loader(items, labels, transform or self.preprocess, shuffle=shuffle,
                                   pin_memory=cuda, generator=generator)
@@ -190,6 +305,25 @@ class Learner:
                 images = images.contiguous(memory_format=torch.channels_last)
             yield images, targets.to(self.device, non_blocking=True)
 
+    def _presized_cache(self, items: Sequence, labels: Sequence[int] | None) -> Presized:
+        """The decode-once uint8 cache of ``items`` (train or valid files), built on first use."""
+        p = self.preprocess
+        key = (tuple(map(str, items)), p.resize_to, p.interpolation)
+        if key not in self._presized:
+            self._presized[key] = presize(items, labels, short=p.resize_to,
+                                          interpolation=p.interpolation,
+                                          num_workers=self.data.num_workers, progress=self.progress)
+        return self._presized[key]
+
+    def _to_model_input(self, images: torch.Tensor) -> torch.Tensor:
+        """float (B, 3, S, S) in [0, 1] on the device -> normalized, channels_last on CUDA."""
+        m = torch.tensor(self.preprocess.mean, device=images.device).view(1, 3, 1, 1)
+        s = torch.tensor(self.preprocess.std, device=images.device).view(1, 3, 1, 1)
+        images = (images - m) / s
+        if images.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -197,15 +331,23 @@ class Learner:
 
     # ----------------------------------------------------------------- training
 
-    def fit(self, lr: float, epochs: int = 1, wd: float = 0.01,
-            schedule: str | schedules.Schedule = "one_cycle") -> list[dict]:
+    def fit(self, lr: float | Sequence[float] | slice, epochs: int = 1, wd: float = 0.01,
+            schedule: str | schedules.Schedule | None = None, cycle_len: int | None = None,
+            cycle_mult: int = 1) -> list[dict]:
         """Train for ``epochs`` epochs with peak learning rate ``lr``; print one row per epoch.
 
         Args:
-            lr: peak learning rate (AdamW).
-            epochs: passes over the training set.
+            lr: peak learning rate (AdamW): a number for every layer group, a list with one rate
+                per group (see :meth:`layer_groups`), or ``slice(lo, hi)``: ``lo`` for the
+                earliest group, ``hi`` for the head, geometrically spaced in between
+                (``slice(hi)`` means ``hi / 10`` for the body, ``hi`` for the head).
+            epochs: passes over the training set; with ``cycle_len``, the number of cycles.
             wd: decoupled weight decay (not applied to norms and biases).
-            schedule: ``"one_cycle"`` (default) or ``"constant"``, or a function of progress.
+            schedule: ``"one_cycle"`` (the default: warm up, then anneal), ``"constant"``, or a
+                function of progress in [0, 1] returning a multiplier of ``lr``.
+            cycle_len, cycle_mult: SGDR, cosine annealing with warm restarts: ``epochs`` cycles,
+                the first ``cycle_len`` epochs long, each next one ``cycle_mult`` times longer.
+                ``fit(0.01, 3, cycle_len=1, cycle_mult=2)`` runs 1 + 2 + 4 = 7 epochs.
 
         Returns:
             One dict per epoch: epoch, train_loss, valid_loss, accuracy, time (seconds).
@@ -218,53 +360,150 @@ class Learner:
             epoch  train_loss  valid_loss  accuracy    time
             0      ...
         """
-        _check_positive(lr=lr, epochs=epochs)
+        _check_positive(epochs=epochs)
         if wd < 0:
             raise ValueError(f"wd must be >= 0, got {wd!r}.")
-        shape = schedules.get(schedule)
+        lrs = self.group_lrs(lr)
+        if cycle_len is not None:
+            if schedule is not None:
+                raise ValueError("Pass either schedule= or cycle_len= (SGDR), not both.")
+            lengths = schedules.cycle_lengths(epochs, cycle_len, cycle_mult)
+            shape, epochs = schedules.sgdr(lengths), sum(lengths)
+        else:
+            shape = schedules.get(schedule or "one_cycle")
         if self.precompute:  # compute (or load) the cache before the clock starts
             self.features("train"), self.features("valid")
         trainable = self.head if self.precompute else self.model
-        optimizer = torch.optim.AdamW(param_groups(trainable, wd), lr=lr, betas=(0.9, 0.99))
-        total = self._steps_per_epoch() * epochs
-        table = EpochTable(["epoch", "train_loss", "valid_loss", "accuracy", "time"])
+        optimizer = self._optimizer(lrs, wd)
         rows: list[dict] = []
-        try:
-            for _ in range(epochs):
-                start = time.perf_counter()
-                losses = []
-                for xb, yb in self._train_batches():
-                    step = len(rows) * self._steps_per_epoch() + len(losses)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr * shape(min(step / total, 1.0))
-                    losses.append(self._train_step(trainable, optimizer, xb, yb))
-                valid_loss, accuracy = self.validate()
-                row = {"epoch": len(self.history), "train_loss": _mean(losses),
-                       "valid_loss": valid_loss, "accuracy": accuracy,
-                       "time": f"{time.perf_counter() - start:.2f}s"}
-                self.history.append(row)
-                rows.append(row)
-                table.row(row)
-                self._end_epoch(row)
-        except KeyboardInterrupt:
-            self._interrupted()
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # the caller's random state is untouched
+            try:
+                self._run_epochs(rows, epochs, trainable, optimizer, shape)
+            except KeyboardInterrupt:
+                self._interrupted()
         return rows
 
+    def _run_epochs(self, rows: list[dict], epochs: int, trainable: nn.Module,
+                    optimizer: torch.optim.Optimizer, shape: schedules.Schedule) -> None:
+        """The epoch loop of :meth:`fit`; appends one row per finished epoch to ``rows``."""
+        table = EpochTable(["epoch", "train_loss", "valid_loss", "accuracy", "time"])
+        total = self._steps_per_epoch() * epochs
+        for _ in range(epochs):
+            start = time.perf_counter()
+            torch.manual_seed(self.seed * 100_003 + len(self.history))  # dropout, repeatable
+            losses = []
+            for xb, yb in self._train_batches():
+                step = len(rows) * self._steps_per_epoch() + len(losses)
+                for group in optimizer.param_groups:
+                    group["lr"] = group["base_lr"] * shape(min(step / total, 1.0))
+                losses.append(self._train_step(trainable, optimizer, xb, yb))
+            valid_loss, accuracy = self.validate()
+            row = {"epoch": len(self.history), "train_loss": _mean(losses),
+                   "valid_loss": valid_loss, "accuracy": accuracy,
+                   "time": f"{time.perf_counter() - start:.2f}s"}
+            self.history.append(row)
+            rows.append(row)
+            table.row(row)
+            self._end_epoch(row)
+
     def _end_epoch(self, row: dict) -> None:
-        """Called after each finished epoch (checkpoints hook in here)."""
+        """After each finished epoch: save the ``last`` (and, if better, ``best``) weights."""
+        self.interrupted = False  # True only while the latest fit ended with Ctrl-C
+        self._checkpoints().end_epoch(self, row)
 
     def _interrupted(self) -> None:
-        """Ctrl-C during fit: keep the last finished epoch and leave the learner usable."""
-        print(f"Interrupted: kept the model after epoch {len(self.history) - 1}.", flush=True)
+        """Ctrl-C during fit: go back to the last finished epoch, leave the learner usable.
+
+        Prints where the weights are and sets ``learn.interrupted``.
+        """
+        self.interrupted = True
+        print(self._checkpoints().restore_last(self), flush=True)
+
+    def _checkpoints(self) -> Checkpoints:
+        if getattr(self, "_checkpoint_store", None) is None:
+            self._checkpoint_store = Checkpoints()
+        return self._checkpoint_store
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        """Where ``fit`` saves ``last`` and ``best`` weights after each epoch.
+
+        Defaults to a new folder under ``<cache>/checkpoints/`` (made at the first save; None
+        until then). Set a folder to choose it, or ``False`` to save no checkpoints.
+
+        Example:
+            >>> learn.checkpoint_dir = "runs/cats/checkpoints"  # doctest: +SKIP
+        """
+        store = self._checkpoints()
+        return None if not store.enabled else store.last.parent if store.last else None
+
+    @checkpoint_dir.setter
+    def checkpoint_dir(self, folder: str | os.PathLike | bool | None) -> None:
+        if folder is False:
+            self._checkpoint_store = Checkpoints(enabled=False)
+        else:
+            self._checkpoint_store = Checkpoints(None if folder in (None, True) else folder)
+
+    # ----------------------------------------------------------------- saving
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save the model as ``path.safetensors`` (weights) + ``path.json`` (description).
+
+        No pickle: :meth:`load` reads them back without executing any code.
+
+        Example:
+            >>> learn.save("runs/cats/model")  # doctest: +SKIP
+            PosixPath('runs/cats/model.safetensors')
+        """
+        return export.save(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, data: ImageData | None = None,
+             device: str | torch.device | None = None, progress: bool = True) -> Learner:
+        """A learner from :meth:`save` files (or a run folder holding ``model.*``).
+
+        Args:
+            path: the base name given to ``save``, either file, or a run folder.
+            data: an ImageData with the same classes, to validate or train further; None is
+                enough to predict.
+            device: None picks CUDA when present; a GPU-trained model loads on the CPU too.
+
+        Example:
+            >>> learn = Learner.load("runs/cats/model", device="cpu")  # doctest: +SKIP
+            >>> learn.predict("new_photos/")  # doctest: +SKIP
+        """
+        return export.load(path, data=data, device=device, progress=progress, learner_cls=cls)
+
+    def export_onnx(self, path: str | os.PathLike) -> Path:
+        """Write an ONNX model taking RGB pixels in [0, 1] and returning probabilities.
+
+        Example:
+            >>> learn.export_onnx("model.onnx")  # doctest: +SKIP
+            PosixPath('model.onnx')
+        """
+        return export.export_onnx(self, path)
 
     def _steps_per_epoch(self) -> int:
         n, bs = len(self.data.train), self.data.batch_size
         return max(1, n // bs) if self.precompute and n > bs else max(1, -(-n // bs))
 
     def _train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if not self.precompute:
-            yield from self._image_batches(self.data.train.files, self.data.train.labels,
-                                           shuffle=True)
+        if not self.precompute:  # images from the decode-once cache, augmented on the device
+            cache = self._presized_cache(self.data.train.files, self.data.train.labels)
+            generator = torch.Generator().manual_seed(self.seed + len(self.history))
+            order = torch.randperm(len(cache), generator=generator).tolist()
+            bs, size = self.data.batch_size, self.preprocess.size
+            for start in range(0, len(order), bs):
+                index = order[start:start + bs]
+                if len(index) < 2 and start > 0:  # BatchNorm cannot train on a single image
+                    break
+                if self._augment is None:
+                    images = cache.center_crops(index, size).to(self.device).float().div_(255.0)
+                else:
+                    padded, sizes, _ = cache.batch(index)  # (B, 3, H, W) uint8, (B, 2)
+                    images = self._augment(padded.to(self.device), sizes, size, generator)
+                yield self._to_model_input(images), cache.labels[index].to(self.device)
             return
         x, y = self.features("train")  # (N, D), (N,)
         generator = torch.Generator(device=self.device).manual_seed(self.seed + len(self.history))
@@ -278,13 +517,169 @@ class Learner:
         trainable.train()
         if self._body_frozen():
             self.body.eval()  # pretrained BatchNorm statistics stay fixed while frozen
+        else:  # BatchNorm of frozen groups keeps its statistics too
+            for m in self.body.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(
+                        p.requires_grad for p in m.parameters(recurse=False)):
+                    m.eval()
+        net = trainable
+        if self.compile and trainable is not self.head:
+            if self._compiled is None:
+                self._compiled = torch.compile(trainable)
+            net = self._compiled
         with self._autocast():
-            logits = trainable(xb)
+            logits = net(xb)
             loss = F.cross_entropy(logits.float(), yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         return loss.detach()
+
+    def group_lrs(self, lr: float | Sequence[float] | slice) -> list[float]:
+        """One learning rate per layer group from a number, a list or a ``slice``.
+
+        Example:
+            >>> from threeline import ImageData, demo_path
+            >>> learn = Learner.pretrained("efficientnet_lite0", ImageData.from_folder(demo_path()))
+            >>> [round(x, 6) for x in learn.group_lrs(slice(1e-4, 1e-2))]
+            [0.0001, 0.001, 0.01]
+            >>> learn.group_lrs(slice(0.01))
+            [0.001, 0.001, 0.01]
+        """
+        n = len(self.layer_groups())
+        if isinstance(lr, slice):
+            lo, hi = lr.start, lr.stop
+            if hi is None or lr.step is not None:
+                raise ValueError(f"Use slice(lo, hi) or slice(hi) for learning rates, got {lr!r}.")
+            _check_positive(lr=hi, **({"lr_low": lo} if lo is not None else {}))
+            if lo is None:
+                return [hi / 10] * (n - 1) + [hi]
+            return [lo * (hi / lo) ** (i / (n - 1)) for i in range(n)]
+        if isinstance(lr, (int, float)):
+            _check_positive(lr=lr)
+            return [float(lr)] * n
+        lrs = [float(x) for x in lr]
+        if len(lrs) != n:
+            raise ValueError(
+                f"Got {len(lrs)} learning rates for {n} layer groups (early body, late body, "
+                f"head). Pass {n} rates, a slice(lo, hi), or one number.")
+        for x in lrs:
+            _check_positive(lr=x)
+        return lrs
+
+    def _optimizer(self, lrs: list[float], wd: float) -> torch.optim.Optimizer:
+        """AdamW over the trainable parameters, two groups (decay / no decay) per layer group."""
+        groups = optimizer_groups(self.layer_groups(), lrs, wd)
+        if not groups:
+            raise ValueError(
+                "Nothing to train: every layer group is frozen. Call learn.unfreeze().")
+        self.opt = torch.optim.AdamW(groups, lr=lrs[-1], betas=(0.9, 0.99))
+        return self.opt
+
+    def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100,
+                mode: str = "exp", wd: float = 0.01) -> lr_finder.LRFinderResult:
+        """Train briefly with a growing learning rate and record the loss; suggest a rate.
+
+        The model, the optimizer and the random state are restored exactly afterwards. Runs on
+        cached activations when ``precompute`` is on (instant), else on the whole network.
+
+        Args:
+            start_lr, end_lr: the range of learning rates tried.
+            num_it: the most mini-batches (one per rate); stops early when the loss diverges.
+            mode: ``"exp"`` (rates evenly spaced on a log scale) or ``"linear"``.
+            wd: weight decay, as in :meth:`fit`.
+
+        Example:
+            >>> from threeline import ImageData, demo_path
+            >>> learn = Learner.pretrained("efficientnet_lite0",
+            ...     ImageData.from_folder(demo_path()), precompute=True, progress=False)
+            >>> result = learn.lr_find()
+            >>> 1e-7 < result.suggestion < 10
+            True
+        """
+        return lr_finder.lr_find(self, start_lr, end_lr, num_it, mode, wd)
+
+    def fine_tune(self, epochs: int = 3, base_lr: float = 2e-3, freeze_epochs: int = 1,
+                  lr_ratio: float = 100.0, wd: float = 0.01) -> list[dict]:
+        """Head first, then the whole network with smaller rates for early layers.
+
+        1. ``freeze_epochs`` epochs of the head alone (on cached activations if ``precompute``)
+           at ``base_lr``, one-cycle;
+        2. unfreeze, then ``epochs`` epochs of the whole network, one-cycle, with rates
+           ``slice(base_lr / (2 * lr_ratio), base_lr / 2)``: the head at half the first stage's
+           rate, the earliest layers ``lr_ratio`` times lower.
+
+        The defaults come from ``benchmarks/recipes.py``.
+
+        Returns:
+            The epoch rows of both stages.
+
+        Example:
+            >>> from threeline import ImageData, demo_path
+            >>> learn = Learner.pretrained("efficientnet_lite0",
+            ...     ImageData.from_folder(demo_path(), size=128), progress=False)
+            >>> rows = learn.fine_tune(1)  # doctest: +SKIP
+        """
+        _check_positive(epochs=epochs, base_lr=base_lr, lr_ratio=lr_ratio)
+        rows: list[dict] = []
+        if freeze_epochs > 0:
+            self.freeze()
+            rows += self.fit(base_lr, freeze_epochs, wd=wd)
+            if self.interrupted:  # Ctrl-C in the first stage stops the recipe
+                return rows
+        self.unfreeze()
+        rows += self.fit(slice(base_lr / (2 * lr_ratio), base_lr / 2), epochs, wd=wd)
+        return rows
+
+    @torch.inference_mode()
+    def tta(self, n: int = 4, items: Sequence | str | os.PathLike | Image.Image | None = None,
+            seed: int = 0) -> np.ndarray:
+        """Log-probabilities (N, C) averaged over the plain view and ``n`` augmented copies.
+
+        Probabilities (not logits) are averaged, then logged, so the result reads like
+        :meth:`predict`. The copies use a mild version of the training augmentation (flips and a
+        gentle zoom; see :meth:`threeline.augment.Augment.for_tta`), or of ``side_on`` when the
+        learner has none.
+
+        Args:
+            n: augmented copies per image.
+            items: None for the validation set, else files, folders or PIL images.
+            seed: makes the copies repeatable.
+
+        Example:
+            >>> from threeline import ImageData, demo_path
+            >>> learn = Learner.pretrained("efficientnet_lite0", ImageData.from_folder(demo_path()))
+            >>> learn.tta(n=2).shape
+            (40, 2)
+        """
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a whole number of augmented copies >= 0, got {n!r}.")
+        files = self.data.valid.files if items is None else expand_items(items)
+        labels = self.data.valid.labels if items is None else None
+        if items is None:
+            cache = self._presized_cache(files, labels)
+        else:  # new images: decoded for this call only
+            cache = presize(files, None, short=self.preprocess.resize_to,
+                            interpolation=self.preprocess.interpolation,
+                            num_workers=self.data.num_workers)
+        aug = (self._augment or augmentation.side_on()).for_tta()
+        generator = torch.Generator().manual_seed(seed)
+        self.body.eval()
+        self.head.eval()
+        probs = torch.zeros(len(cache), len(self.classes))  # (N, C)
+        bs, size = self.data.batch_size, self.preprocess.size
+        for view in range(n + 1):
+            for start in range(0, len(cache), bs):
+                index = list(range(start, min(start + bs, len(cache))))
+                if view == 0:
+                    images = cache.center_crops(index, size).to(self.device).float().div_(255.0)
+                else:
+                    padded, sizes, _ = cache.batch(index)
+                    images = aug(padded.to(self.device), sizes, size, generator)
+                with self._autocast():
+                    logits = self.head(self.body(self._to_model_input(images)))  # (B, C)
+                probs[start:start + len(index)] += F.softmax(logits.float(), 1).cpu()
+        return torch.log(probs / (n + 1)).numpy()
 
     @torch.inference_mode()
     def validate(self) -> tuple[float, float]:
@@ -316,7 +711,8 @@ class Learner:
             outs.append(F.log_softmax(logits.float(), dim=1))
         return torch.cat(outs)
 
-    def predict(self, items: Sequence | str | os.PathLike | Image.Image | None = None) -> np.ndarray:
+    def predict(self,
+                items: Sequence | str | os.PathLike | Image.Image | None = None) -> np.ndarray:
         """Log-probabilities (N, C) for the validation set, or for new images.
 
         Args:
@@ -333,6 +729,20 @@ class Learner:
         if items is None:
             return self._valid_log_probs().cpu().numpy()
         return self._log_probs(expand_items(items)).cpu().numpy()
+
+    def interpret(self, items: Sequence | str | os.PathLike | Image.Image | None = None,
+                  labels: Sequence[int | str] | None = None) -> Interpretation:
+        """An :class:`~threeline.interpret.Interpretation`: plots of right, wrong, unsure images.
+
+        Args:
+            items: None for the validation set; else files, folders or PIL images.
+            labels: their true classes (names or indices); None reads each file's folder name.
+
+        Example:
+            >>> interp = learn.interpret()  # doctest: +SKIP
+            >>> fig = interp.plot_top_losses(9, save="top_losses.png")  # doctest: +SKIP
+        """
+        return Interpretation.from_learner(self, items, labels)
 
 
 def _mean(losses: list[torch.Tensor]) -> float:

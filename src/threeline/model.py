@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from timm.layers import SelectAdaptivePool2d
 from torch import nn
@@ -32,7 +34,8 @@ class Body(nn.Module):
         return self.pool(maps)  # (B, 2F)
 
 
-def make_head(in_features: int, n_classes: int, hidden: int = 512, dropout: float = 0.25) -> nn.Sequential:
+def make_head(in_features: int, n_classes: int, hidden: int = 512,
+              dropout: float = 0.25) -> nn.Sequential:
     """BatchNorm -> Dropout -> Linear -> ReLU -> BatchNorm -> Dropout -> Linear.
 
     Example:
@@ -60,3 +63,73 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+def body_groups(body: Body, n_groups: int = 2) -> list[list[nn.Parameter]]:
+    """The body's parameters in ``n_groups`` contiguous groups, from the input side up.
+
+    Uses the timm network's own stage grouping (``group_matcher``: stem, then each stage of
+    blocks, then the last convolution) and splits the stages into ``n_groups`` runs of equal
+    length, so for an EfficientNet the first group is the stem and early stages and the second
+    the late stages. Networks without ``group_matcher`` are split by their top-level children.
+
+    Example:
+        >>> import timm
+        >>> net = timm.create_model("tf_efficientnet_lite0", num_classes=0, global_pool="")
+        >>> early, late = body_groups(Body(net))
+        >>> len(early) + len(late) == len(list(net.parameters()))
+        True
+    """
+    net = body.features
+    if hasattr(net, "group_matcher"):
+        from timm.models import group_parameters
+
+        named = dict(net.named_parameters())
+        stages = [[named[n] for n in names]
+                  for names in group_parameters(net, net.group_matcher(coarse=True)).values()]
+    else:
+        stages = [list(child.parameters()) for child in net.children()]
+    stages = [s for s in stages if s]
+    n = min(n_groups, len(stages))
+    cuts = [round(i * len(stages) / n) for i in range(n + 1)]
+    groups = [[p for s in stages[a:b] for p in s] for a, b in itertools.pairwise(cuts)]
+    seen = {id(p) for g in groups for p in g}
+    rest = [p for p in net.parameters() if id(p) not in seen]  # anything no stage claimed
+    groups[-1] += rest
+    return groups
+
+
+def layer_groups(body: Body, head: nn.Module) -> list[list[nn.Parameter]]:
+    """[early body, late body, head]: the groups that differential learning rates spread over.
+
+    Example:
+        >>> import timm
+        >>> net = timm.create_model("tf_efficientnet_lite0", num_classes=0, global_pool="")
+        >>> body = Body(net)
+        >>> len(layer_groups(body, make_head(body.out_features, 2)))
+        3
+    """
+    return [*body_groups(body), list(head.parameters())]
+
+
+def optimizer_groups(groups: list[list[nn.Parameter]], lrs: list[float],
+                     weight_decay: float) -> list[dict]:
+    """Two optimizer groups per trainable layer group (weight decay skips norms and biases).
+
+    Each dict carries ``layer_group`` (its index in ``groups``) and ``base_lr`` (its peak rate).
+
+    Example:
+        >>> lin = nn.Linear(3, 2)
+        >>> [g["weight_decay"] for g in optimizer_groups([list(lin.parameters())], [0.1], 0.01)]
+        [0.01, 0.0]
+    """
+    out = []
+    for index, (params, lr) in enumerate(zip(groups, lrs, strict=False)):
+        trainable = [p for p in params if p.requires_grad]
+        decay = [p for p in trainable if p.ndim > 1]
+        no_decay = [p for p in trainable if p.ndim <= 1]
+        for chunk, wd in ((decay, weight_decay), (no_decay, 0.0)):
+            if chunk:
+                out.append({"params": chunk, "weight_decay": wd, "lr": lr, "base_lr": lr,
+                            "layer_group": index})
+    return out

@@ -7,6 +7,7 @@ so :class:`Progress` prints at most a few plain lines instead.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 from typing import TextIO
@@ -27,6 +28,15 @@ def interactive(stream: TextIO | None = None) -> bool:
     return in_notebook() or (hasattr(stream, "isatty") and stream.isatty())
 
 
+def _make_bar(**kwargs) -> tqdm:
+    """The notebook widget inside Jupyter when ipywidgets is there, else the text bar."""
+    if in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm as notebook_bar
+
+        return notebook_bar(**kwargs)
+    return tqdm(**kwargs)
+
+
 class Progress:
     """Count work done: a live bar when interactive, else a line every ``every`` fraction.
 
@@ -43,13 +53,8 @@ class Progress:
         self.bar = None
         self.lines = enabled and not interactive(self.stream)
         if enabled and not self.lines:
-            bar_cls = tqdm
-            if in_notebook():
-                try:
-                    from tqdm.notebook import tqdm as bar_cls  # noqa: N813
-                except ImportError:
-                    bar_cls = tqdm
-            self.bar = bar_cls(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
+            self.bar = _make_bar(total=total, desc=desc, unit=unit, leave=False,
+                                 dynamic_ncols=True)
 
     def update(self, n: int = 1) -> None:
         self.done += n
@@ -91,12 +96,12 @@ class EpochTable:
     def row(self, values: dict) -> None:
         out = self.stream or sys.stdout
         if not self.started:
-            print("  ".join(c.ljust(w) for c, w in zip(self.columns, self.widths)).rstrip(),
-                  file=out, flush=True)
+            header = (c.ljust(w) for c, w in zip(self.columns, self.widths, strict=True))
+            print("  ".join(header).rstrip(), file=out, flush=True)
             self.started = True
         cells = [_format(values.get(c)) for c in self.columns]
-        print("  ".join(v.ljust(w) for v, w in zip(cells, self.widths)).rstrip(), file=out,
-              flush=True)
+        line = (v.ljust(w) for v, w in zip(cells, self.widths, strict=True))
+        print("  ".join(line).rstrip(), file=out, flush=True)
 
 
 def _format(value) -> str:

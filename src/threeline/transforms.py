@@ -52,14 +52,16 @@ class Preprocess:
 
     @property
     def resize_to(self) -> int:
-        return int(math.floor(self.size / self.crop_pct))
+        return math.floor(self.size / self.crop_pct)
 
     def __call__(self, source) -> torch.Tensor:
         image = load_image(source, min_size=self.resize_to)
-        return pil_to_tensor(resize_center_crop(image, self.resize_to, self.size, self.interpolation))
+        image = resize_center_crop(image, self.resize_to, self.size, self.interpolation)
+        return pil_to_tensor(image)
 
 
-def resize_center_crop(image: Image.Image, short: int, crop: int, interpolation: str) -> Image.Image:
+def resize_center_crop(image: Image.Image, short: int, crop: int,
+                       interpolation: str) -> Image.Image:
     """Resize so the shorter side is ``short`` (keeping the aspect ratio), then center-crop."""
     w, h = image.size
     scale = short / min(w, h)

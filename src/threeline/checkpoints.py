@@ -1,0 +1,113 @@
+"""Weights saved during ``fit``: ``last`` after every epoch, ``best`` when valid loss improves.
+
+Each is a pair of files (``last.safetensors`` + ``last.json``, the format of ``learn.save``),
+written atomically, so a run killed at any moment leaves the previous pair intact. On Ctrl-C the
+learner goes back to ``last``: the weights after the last finished epoch.
+
+Unless a folder is given, checkpoints go to ``<cache>/checkpoints/<time>-<arch>-<pid>`` (see
+:func:`threeline.cache_dir`); only the :data:`KEEP` most recent of those folders are kept.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from threeline import export
+from threeline.weights import cache_dir
+
+if TYPE_CHECKING:
+    from threeline.learner import Learner
+
+KEEP = 5
+
+
+class Checkpoints:
+    """Where and what one learner saved. ``folder=None`` picks a fresh folder in the cache.
+
+    Example:
+        >>> Checkpoints("runs/cats/checkpoints").last
+        PosixPath('runs/cats/checkpoints/last')
+    """
+
+    def __init__(self, folder: str | os.PathLike | None = None, enabled: bool = True):
+        self._folder = Path(folder).expanduser() if folder is not None else None
+        self.enabled = enabled
+        self.best_loss: float | None = None
+        self.best_epoch: int | None = None
+        self.saved_epoch: int | None = None
+
+    def folder(self, learn: Learner) -> Path:
+        """The folder, creating the default one on first use."""
+        if self._folder is None:
+            root = cache_dir() / "checkpoints"
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            self._folder = root / f"{stamp}-{learn.arch}-{os.getpid()}-{id(learn) % 10_000:04d}"
+            self._folder.mkdir(parents=True, exist_ok=True)
+            _prune(root, keep=KEEP, current=self._folder)
+        return self._folder
+
+    @property
+    def last(self) -> Path | None:
+        """The base name of the last epoch's files (None before the first save)."""
+        return None if self._folder is None else self._folder / "last"
+
+    @property
+    def best(self) -> Path | None:
+        """The base name of the best epoch's files (None before the first save)."""
+        return None if self._folder is None else self._folder / "best"
+
+    def end_epoch(self, learn: Learner, row: dict) -> None:
+        """Save ``last``; also ``best`` when this epoch's valid loss is the lowest so far."""
+        if not self.enabled:
+            return
+        folder = self.folder(learn)
+        epoch, loss = row.get("epoch"), row.get("valid_loss")
+        export.save(learn, folder / "last", epoch=epoch, valid_loss=loss)
+        self.saved_epoch = epoch
+        loss = float(loss) if loss is not None else math.nan
+        if self.best_loss is None or math.isnan(self.best_loss) or loss < self.best_loss:
+            for suffix in (".safetensors", ".json"):  # a file copy: cheaper than saving again
+                _copy(folder / f"last{suffix}", folder / f"best{suffix}")
+            self.best_loss, self.best_epoch = loss, epoch
+
+    def restore_last(self, learn: Learner) -> str:
+        """Put the ``last`` weights back into ``learn``; returns a line saying what happened."""
+        finished = len(learn.history) - 1
+        if not self.enabled or self.saved_epoch is None or self.last is None:
+            if finished < 0:
+                return "Interrupted before any epoch finished: the weights are partly trained."
+            return (f"Interrupted: the model holds the weights of a partly trained epoch "
+                    f"{finished + 1} (no checkpoints were saved).")
+        try:
+            export.load_state(learn, self.last)
+        except export.ModelFileError as err:
+            return f"Interrupted, and the last checkpoint could not be read back: {err}"
+        where = f"Weights: {self.last}.safetensors"
+        if self.best is not None and self.best_epoch is not None:
+            where += f"; best (epoch {self.best_epoch}, valid_loss {self.best_loss:.4f}): " \
+                     f"{self.best}.safetensors"
+        return (f"Interrupted: went back to the weights after epoch {self.saved_epoch}, the last "
+                f"finished one; the learner is ready to use. {where} "
+                f"(reload with Learner.load).")
+
+
+def _copy(source: Path, target: Path) -> None:
+    """Copy through a temporary file and a rename, so ``target`` is never half written."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def _prune(root: Path, keep: int, current: Path) -> None:
+    """Delete run folders beyond the ``keep`` newest under ``root``, unless written lately."""
+    runs = [p for p in root.iterdir() if p.is_dir() and p != current and (p / "last.json").exists()]
+    runs.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    hour_ago = time.time() - 3600
+    for old in runs[keep - 1:]:
+        if old.stat().st_mtime < hour_ago:  # a folder written lately may belong to a live run
+            shutil.rmtree(old, ignore_errors=True)

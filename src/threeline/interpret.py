@@ -1,0 +1,522 @@
+"""Look inside the model: the images it gets right, wrong or is unsure about; confusion matrices.
+
+    interp = learn.interpret()            # the validation set
+    interp.plot_top_losses(9)
+    interp.plot_confusion_matrix()
+    interp.most_confused()
+
+Selection is done by plain functions on arrays (``log_probs`` (N, C), ``targets`` (N,)), so it can
+be checked on its own; :class:`Interpretation` ties them to the images and draws them.
+
+*Most uncertain* generalises "probability closest to 0.5" (two classes) to any number of classes
+with the margin between the two highest probabilities: for two classes ``p1 - p2 = 2 |p - 0.5|``,
+so the order is the same; with more classes a small margin means the model hesitates between two.
+
+Ties in every ordering are broken by position in the data set, so results are repeatable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from threeline import augment as augmentations
+from threeline.augment import Augment
+from threeline.plots import (
+    MAX_IMAGES,
+    PlotFigure,
+    image_array,
+    image_grid,
+    matrix_figure,
+    save_png,
+    short,
+)
+from threeline.presize import Presized, PresizeImage
+from threeline.transforms import Preprocess
+
+if TYPE_CHECKING:
+    from threeline.data import ImageData
+    from threeline.learner import Learner
+
+MAX_CLASSES = 30  # confusion matrices show at most this many rows; the rest become "other"
+
+# ----------------------------------------------------------------- selection on arrays
+
+
+def _sorted(candidates: np.ndarray, keys: np.ndarray, k: int | None) -> np.ndarray:
+    """``candidates`` ordered by ascending ``keys[candidates]``, ties by index, first ``k``."""
+    candidates = np.sort(np.asarray(candidates, dtype=np.int64))
+    order = candidates[np.argsort(keys[candidates], kind="stable")]
+    return order if k is None else order[:k]
+
+
+def _rows(log_probs: np.ndarray) -> np.ndarray:
+    return np.arange(len(log_probs))
+
+
+def top_losses(log_probs: np.ndarray, targets: np.ndarray, k: int | None = None) -> np.ndarray:
+    """Indices of the images with the highest loss (-log p(true class)), highest first.
+
+    Example:
+        >>> lp = np.log([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+        >>> top_losses(lp, np.array([0, 0, 1])).tolist()
+        [1, 2, 0]
+    """
+    loss = -log_probs[_rows(log_probs), targets]
+    return _sorted(_rows(log_probs), -loss, k)
+
+
+def most_correct(log_probs: np.ndarray, targets: np.ndarray, cls: int | None = None,
+                 k: int | None = None) -> np.ndarray:
+    """Correctly classified images (of true class ``cls``, or any), most confident first.
+
+    Example:
+        >>> lp = np.log([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
+        >>> most_correct(lp, np.array([0, 0, 1]), cls=0).tolist()
+        [0, 1]
+    """
+    preds = log_probs.argmax(1)
+    mask = (preds == targets) & (targets == cls if cls is not None else True)
+    return _sorted(np.flatnonzero(mask), -log_probs[_rows(log_probs), targets], k)
+
+
+def most_incorrect(log_probs: np.ndarray, targets: np.ndarray, cls: int | None = None,
+                   k: int | None = None) -> np.ndarray:
+    """Misclassified images (of true class ``cls``, or any), lowest p(true class) first.
+
+    Example:
+        >>> lp = np.log([[0.3, 0.7], [0.1, 0.9], [0.2, 0.8]])
+        >>> most_incorrect(lp, np.array([0, 0, 1]), cls=0).tolist()
+        [1, 0]
+    """
+    preds = log_probs.argmax(1)
+    mask = (preds != targets) & (targets == cls if cls is not None else True)
+    return _sorted(np.flatnonzero(mask), log_probs[_rows(log_probs), targets], k)
+
+
+def margin(probs: np.ndarray) -> np.ndarray:
+    """Highest minus second-highest probability per row; 0 = torn between two classes.
+
+    Example:
+        >>> margin(np.array([[0.5, 0.3, 0.2], [0.9, 0.05, 0.05]])).round(2).tolist()
+        [0.2, 0.85]
+    """
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def most_uncertain(probs: np.ndarray, k: int | None = None) -> np.ndarray:
+    """Indices by ascending :func:`margin` (for two classes: by ``|p - 0.5|``).
+
+    Example:
+        >>> most_uncertain(np.array([[0.9, 0.1], [0.55, 0.45], [0.3, 0.7]])).tolist()
+        [1, 2, 0]
+    """
+    return _sorted(np.arange(len(probs)), margin(probs), k)
+
+
+def random_pick(mask: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Up to ``k`` indices where ``mask`` is True, drawn without replacement, repeatably.
+
+    Example:
+        >>> sorted(random_pick(np.array([True, False, True]), 5).tolist())
+        [0, 2]
+    """
+    candidates = np.flatnonzero(mask)
+    rng = np.random.default_rng(seed)
+    return rng.permutation(candidates)[:k]
+
+
+def confusion_matrix(targets: np.ndarray, preds: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts (C, C): row = true class, column = predicted class.
+
+    Example:
+        >>> confusion_matrix(np.array([0, 0, 1]), np.array([0, 1, 1]), 2).tolist()
+        [[1, 1], [0, 1]]
+    """
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (targets, preds), 1)
+    return cm
+
+
+def confused_pairs(cm: np.ndarray, classes: Sequence[str],
+                   min_count: int = 1) -> list[tuple[str, str, int]]:
+    """Mix-ups seen ``min_count`` or more times, as (true, predicted, count), most first.
+
+    Example:
+        >>> confused_pairs(np.array([[5, 2], [1, 6]]), ["cats", "dogs"])
+        [('cats', 'dogs', 2), ('dogs', 'cats', 1)]
+    """
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    rows, cols = np.nonzero(off >= max(1, min_count))
+    pairs = sorted(zip(rows.tolist(), cols.tolist(), strict=True), key=lambda rc: (-off[rc], rc))
+    return [(classes[r], classes[c], int(off[r, c])) for r, c in pairs]
+
+
+def reduce_confusion(cm: np.ndarray, classes: Sequence[str],
+                     max_classes: int = MAX_CLASSES) -> tuple[np.ndarray, list[str]]:
+    """At most ``max_classes`` rows and columns: the classes with the most errors, then "other".
+
+    Kept classes stay in their original order; all the others are summed into one last row and
+    column, so the total count does not change.
+
+    Example:
+        >>> cm = np.diag([3, 4, 5]); cm[0, 1] = 2
+        >>> small, names = reduce_confusion(cm, ["a", "b", "c"], 2)
+        >>> names, small.tolist(), int(small.sum()) == int(cm.sum())
+        (['a', 'other (2 classes)'], [[3, 2], [0, 9]], True)
+    """
+    n = len(classes)
+    if max_classes < 2:
+        raise ValueError(f"max_classes must be at least 2, got {max_classes!r}.")
+    if n <= max_classes:
+        return cm, list(classes)
+    errors = cm.sum(0) + cm.sum(1) - 2 * np.diag(cm)
+    keep = np.sort(np.lexsort((np.arange(n), -errors))[: max_classes - 1])
+    index = np.full(n, max_classes - 1)
+    index[keep] = np.arange(len(keep))
+    small = np.zeros((max_classes, max_classes), dtype=cm.dtype)
+    np.add.at(small, (index[:, None], index[None, :]), cm)
+    names = [classes[i] for i in keep] + [f"other ({n - len(keep)} classes)"]
+    return small, names
+
+
+# ----------------------------------------------------------------- the Interpretation
+
+
+class Interpretation:
+    """Predictions on a set of labelled images, with plots to look at them.
+
+    Make one with :meth:`Learner.interpret` (or :meth:`from_learner`), or from your own
+    predictions with the constructor.
+
+    Args:
+        log_probs: (N, C) log-probabilities, e.g. ``learn.predict()`` or ``learn.tta()``.
+        targets: (N,) true class indices.
+        items: the N images (files or PIL images), in the same order.
+        classes: the C class names.
+        show: turns an item into a uint8 (3, S, S) tensor for display (default: center crop 224).
+
+    Example:
+        >>> from threeline import ImageData, Learner, demo_path
+        >>> data = ImageData.from_folder(demo_path())
+        >>> learn = Learner.pretrained("efficientnet_lite0", data, precompute=True)
+        >>> interp = Interpretation(learn.predict(), data.valid.labels, data.valid.files,
+        ...                         data.classes)
+        >>> int(interp.confusion_matrix().sum())
+        40
+    """
+
+    def __init__(self, log_probs: np.ndarray, targets: Sequence[int], items: Sequence,
+                 classes: Sequence[str], show: Callable | None = None):
+        self.log_probs = np.asarray(log_probs, dtype=np.float64)
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.items, self.classes = list(items), list(classes)
+        self.show = show or Preprocess(size=224)
+        n, c = self.log_probs.shape if self.log_probs.ndim == 2 else (-1, -1)
+        if c != len(self.classes) or len(self.targets) != n or len(self.items) != n:
+            raise ValueError(
+                f"Expected log_probs of shape (N, {len(self.classes)}) with N targets and N "
+                f"items; got log_probs {self.log_probs.shape}, {len(self.targets)} targets, "
+                f"{len(self.items)} items. Pass predictions and labels for the same images."
+            )
+        if n and (self.targets.min() < 0 or self.targets.max() >= c):
+            raise ValueError(f"targets must be class indices in 0..{c - 1}, got values from "
+                             f"{self.targets.min()} to {self.targets.max()}.")
+
+    @classmethod
+    def from_learner(cls, learn: Learner, items: Sequence | str | os.PathLike | None = None,
+                     labels: Sequence[int | str] | None = None) -> Interpretation:
+        """Predict with ``learn`` and wrap the result; see :meth:`Learner.interpret`.
+
+        Example:
+            >>> interp = Interpretation.from_learner(learn)  # doctest: +SKIP
+        """
+        if items is None:
+            if labels is not None:
+                raise ValueError("labels were given without items; pass the images they "
+                                 "belong to, e.g. learn.interpret(files, labels).")
+            valid = learn.data.valid
+            return cls(learn.predict(), valid.labels, valid.files, learn.classes,
+                       learn.preprocess)
+        from threeline.learner import expand_items
+
+        files = expand_items(items)
+        targets = true_labels(files, labels, learn.classes)
+        return cls(learn.predict(files), targets, files, learn.classes, learn.preprocess)
+
+    # ------------------------------------------------------------- numbers
+
+    @property
+    def probs(self) -> np.ndarray:
+        """(N, C) probabilities."""
+        return np.exp(self.log_probs)
+
+    @property
+    def preds(self) -> np.ndarray:
+        """(N,) predicted class indices."""
+        return self.log_probs.argmax(1)
+
+    @property
+    def losses(self) -> np.ndarray:
+        """(N,) cross-entropy loss per image."""
+        return -self.log_probs[np.arange(len(self.targets)), self.targets]
+
+    @property
+    def correct(self) -> np.ndarray:
+        """(N,) True where the prediction is right."""
+        return self.preds == self.targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __repr__(self) -> str:
+        n, right = len(self), int(self.correct.sum())
+        accuracy = f"{right / n:.1%}" if n else "n/a"
+        return (f"Interpretation of {n} images, {len(self.classes)} classes: {right} correct, "
+                f"{n - right} incorrect (accuracy {accuracy})")
+
+    def confusion_matrix(self) -> np.ndarray:
+        """(C, C) counts, row = true class, column = predicted class.
+
+        Example:
+            >>> learn.interpret().confusion_matrix()  # doctest: +SKIP
+            array([[19,  1],
+                   [ 2, 18]])
+        """
+        return confusion_matrix(self.targets, self.preds, len(self.classes))
+
+    def most_confused(self, min_count: int = 1) -> list[tuple[str, str, int]]:
+        """(true, predicted, count) for mix-ups seen at least ``min_count`` times, most first.
+
+        Example:
+            >>> learn.interpret().most_confused()  # doctest: +SKIP
+            [('cats', 'dogs', 2), ('dogs', 'cats', 1)]
+        """
+        return confused_pairs(self.confusion_matrix(), self.classes, min_count)
+
+    # ------------------------------------------------------------- image plots
+
+    def plot_random_correct(self, k: int = 9, seed: int = 0,
+                            save: str | os.PathLike | None = None) -> PlotFigure:
+        """``k`` correctly classified images picked at random (``seed`` repeats the pick).
+
+        Example:
+            >>> fig = interp.plot_random_correct(4, save="correct.png")  # doctest: +SKIP
+        """
+        idx = random_pick(self.correct, _check_k(k), seed)
+        return self._grid(idx, "Correct, at random", int(self.correct.sum()), save)
+
+    def plot_random_incorrect(self, k: int = 9, seed: int = 0,
+                              save: str | os.PathLike | None = None) -> PlotFigure:
+        """``k`` misclassified images picked at random (``seed`` repeats the pick).
+
+        Example:
+            >>> fig = interp.plot_random_incorrect(4)  # doctest: +SKIP
+        """
+        idx = random_pick(~self.correct, _check_k(k), seed)
+        return self._grid(idx, "Incorrect, at random", int((~self.correct).sum()), save)
+
+    def plot_most_correct(self, cls: int | str | None = None, k: int = 9,
+                          save: str | os.PathLike | None = None) -> PlotFigure:
+        """Images of class ``cls`` (None: any) classified right with the highest probability.
+
+        Example:
+            >>> fig = interp.plot_most_correct("cats")  # doctest: +SKIP
+        """
+        c = self._class_index(cls)
+        found = most_correct(self.log_probs, self.targets, c)
+        return self._grid(found[: _check_k(k)], f"Most correct{self._of(c)}", len(found), save)
+
+    def plot_most_incorrect(self, cls: int | str | None = None, k: int = 9,
+                            save: str | os.PathLike | None = None) -> PlotFigure:
+        """Images of class ``cls`` (None: any) misclassified, lowest p(true class) first.
+
+        Example:
+            >>> fig = interp.plot_most_incorrect("dogs")  # doctest: +SKIP
+        """
+        c = self._class_index(cls)
+        found = most_incorrect(self.log_probs, self.targets, c)
+        return self._grid(found[: _check_k(k)], f"Most incorrect{self._of(c)}", len(found), save)
+
+    def plot_most_uncertain(self, k: int = 9,
+                            save: str | os.PathLike | None = None) -> PlotFigure:
+        """Images whose two most likely classes are closest in probability (see :func:`margin`).
+
+        Example:
+            >>> fig = interp.plot_most_uncertain()  # doctest: +SKIP
+        """
+        idx = most_uncertain(self.probs, _check_k(k))
+        return self._grid(idx, "Most uncertain", len(self), save)
+
+    def plot_top_losses(self, k: int = 9, save: str | os.PathLike | None = None) -> PlotFigure:
+        """The ``k`` images with the highest loss; titles add the loss.
+
+        Example:
+            >>> fig = interp.plot_top_losses(9, save="top_losses.png")  # doctest: +SKIP
+        """
+        idx = top_losses(self.log_probs, self.targets, _check_k(k))
+        return self._grid(idx, "Top losses", len(self), save, with_loss=True)
+
+    def title(self, i: int, with_loss: bool = False) -> str:
+        """Image ``i``'s title: predicted class and its probability, the true class if different.
+
+        Example:
+            >>> interp.title(0)  # doctest: +SKIP
+            'cats 0.982'
+        """
+        pred, target = int(self.preds[i]), int(self.targets[i])
+        text = f"{short(self.classes[pred])} {self.probs[i, pred]:.3f}"
+        if pred != target:
+            text += f"\ntrue: {short(self.classes[target])}"
+        if with_loss:
+            text += f"\nloss {self.losses[i]:.2f}"
+        return text
+
+    def _grid(self, idx: np.ndarray, what: str, found: int, save, with_loss=False) -> PlotFigure:
+        if len(idx) == 0:
+            heading = f"{what}: none among {len(self)} images"
+        else:
+            heading = f"{what}: {len(idx)} of {found}"
+        images = [image_array(self.show(self.items[i])) for i in idx]
+        titles = [self.title(i, with_loss) for i in idx]
+        colors = ["darkgreen" if self.correct[i] else "firebrick" for i in idx]
+        fig = image_grid(images, titles, heading, colors)
+        save_png(fig, save)
+        return fig
+
+    def _class_index(self, cls: int | str | None) -> int | None:
+        if cls is None:
+            return None
+        if isinstance(cls, str) and cls in self.classes:
+            return self.classes.index(cls)
+        if isinstance(cls, (int, np.integer)) and 0 <= cls < len(self.classes):
+            return int(cls)
+        shown = ", ".join(repr(c) for c in self.classes[:10])
+        more = ", ..." if len(self.classes) > 10 else ""
+        raise ValueError(f"Unknown class {cls!r}. Expected a class name ({shown}{more}), an "
+                         f"index from 0 to {len(self.classes) - 1}, or None for all classes.")
+
+    def _of(self, c: int | None) -> str:
+        return "" if c is None else f" ({short(self.classes[c])})"
+
+    # ------------------------------------------------------------- confusion matrix
+
+    def plot_confusion_matrix(self, normalize: bool = False, max_classes: int = MAX_CLASSES,
+                              save: str | os.PathLike | None = None) -> PlotFigure:
+        """Counts of true (rows) against predicted (columns) classes.
+
+        Args:
+            normalize: show each row as fractions of that class's images (recall on the diagonal).
+            max_classes: with more classes, the ``max_classes - 1`` classes with the most errors
+                are kept and the rest summed into an "other" row and column.
+            save: a ``.png`` path to write.
+
+        Example:
+            >>> fig = interp.plot_confusion_matrix(normalize=True)  # doctest: +SKIP
+        """
+        cm, names = reduce_confusion(self.confusion_matrix(), self.classes, max_classes)
+        values = cm.astype(np.float64)
+        if normalize:
+            values = values / np.maximum(values.sum(1, keepdims=True), 1)
+        fig = matrix_figure(values, names, normalize)
+        title = f"Confusion matrix, {len(self)} images"
+        if len(names) < len(self.classes):
+            title += f"\n{len(names) - 1} of {len(self.classes)} classes (most errors) + other"
+        fig.axes[0].set_title(title, fontsize=11)
+        fig.tight_layout()
+        save_png(fig, save)
+        return fig
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def true_labels(files: Sequence, labels: Sequence[int | str] | None,
+                classes: Sequence[str]) -> list[int]:
+    """Class indices for ``files``: from ``labels`` (indices or names), else each file's folder.
+
+    Example:
+        >>> true_labels([Path("valid/dogs/1.jpg")], None, ["cats", "dogs"])
+        [1]
+    """
+    if labels is None:
+        names = []
+        for f in files:
+            if not isinstance(f, (str, os.PathLike)):
+                raise ValueError("Cannot tell the true class of an in-memory image; pass "
+                                 "labels=[...] with one class name or index per image.")
+            names.append(Path(f).parent.name)
+        unknown = sorted({n for n in names if n not in classes})
+        if unknown:
+            raise ValueError(
+                f"Cannot tell the true class of every image: folder name(s) {unknown[:5]} are "
+                f"not classes ({', '.join(classes[:10])}). Put images in class-named folders "
+                f"or pass labels=[...]."
+            )
+        labels = names
+    labels = list(labels)
+    if len(labels) != len(files):
+        raise ValueError(f"Got {len(labels)} labels for {len(files)} images; pass one label "
+                         f"(class name or index) per image.")
+    out = []
+    for label in labels:
+        if isinstance(label, str) and label in classes:
+            out.append(list(classes).index(label))
+        elif isinstance(label, (int, np.integer)) and 0 <= label < len(classes):
+            out.append(int(label))
+        else:
+            raise ValueError(f"Unknown label {label!r}: expected a class name from "
+                             f"{list(classes)[:10]} or an index from 0 to {len(classes) - 1}.")
+    return out
+
+
+def _check_k(k: int) -> int:
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k (the number of images) must be a positive int, got {k!r}.")
+    return min(int(k), MAX_IMAGES)
+
+
+def show_batch(data: ImageData, k: int = 9, augment: str | Augment | None = None,
+               seed: int = 0, save: str | os.PathLike | None = None) -> PlotFigure:
+    """A grid of ``k`` random training images with their labels, augmented when asked.
+
+    Args:
+        data: an :class:`ImageData`.
+        k: how many images (at most 36).
+        augment: None shows the center crop the model sees without augmentation; ``"side_on"``,
+            ``"top_down"`` or an :class:`~threeline.augment.Augment` (e.g. ``learn.augment``)
+            shows the images as training sees them. Change ``seed`` to see other random changes.
+        seed: picks the images and the random augmentations.
+        save: a ``.png`` path to write.
+
+    Example:
+        >>> from threeline import ImageData, demo_path
+        >>> fig = show_batch(ImageData.from_folder(demo_path()), k=4, augment="side_on")
+        >>> sum(1 for ax in fig.axes if ax.images)
+        4
+    """
+    k, augment = _check_k(k), augmentations.get(augment)
+    size = data.size or 224
+    idx = random_pick(np.ones(len(data.train), dtype=bool), k, seed).tolist()
+    resize = PresizeImage(Preprocess(size=size).resize_to)
+    no_labels = torch.zeros(len(idx), dtype=torch.int64)
+    cache = Presized([resize(data.train.files[i]) for i in idx], no_labels, resize.short)
+    if augment is None:
+        images = cache.center_crops(range(len(idx)), size)
+    else:
+        padded, sizes, _ = cache.batch(range(len(idx)))
+        generator = torch.Generator().manual_seed(seed)
+        images = augment(padded, sizes, size, generator).mul_(255).round_().to(torch.uint8)
+    titles = [short(data.classes[data.train.labels[i]]) for i in idx]
+    what = "Training images" + (", augmented" if augment is not None else "")
+    fig = image_grid([image_array(im) for im in images], titles,
+                     f"{what}: {len(idx)} of {len(data.train)}")
+    save_png(fig, save)
+    return fig

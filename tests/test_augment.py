@@ -1,0 +1,85 @@
+"""Augmentation on real photos: labels and shapes kept, seeded, pixels changed; presizing."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from threeline import ImageData, Learner
+from threeline.augment import Augment, side_on, top_down
+from threeline.presize import presize
+from threeline.transforms import Preprocess
+
+
+@pytest.fixture(scope="module")
+def cache(hymenoptera_demo):
+    data = ImageData.from_folder(hymenoptera_demo)
+    return presize(data.train.files[:12] + data.train.files[-12:],
+                   data.train.labels[:12] + data.train.labels[-12:], short=146)
+
+
+def test_presize_keeps_aspect_and_matches_validation_crop(cache, hymenoptera_demo):
+    shapes = {tuple(img.shape[1:]) for img in cache.images}
+    assert all(min(s) == 146 for s in shapes)
+    assert any(s[0] != s[1] for s in shapes), "non-square photos stay non-square"
+    assert all(max(s) <= 1.5 * 146 for s in shapes)
+    data = ImageData.from_folder(hymenoptera_demo)
+    files = data.train.files[:12] + data.train.files[-12:]
+    direct = torch.stack([Preprocess(size=128)(f) for f in files])
+    assert torch.equal(cache.center_crops(range(len(files)), 128), direct)
+
+
+@pytest.mark.parametrize("aug", [side_on(), top_down()], ids=["side_on", "top_down"])
+def test_augment_keeps_shapes_seeded_and_changes_pixels(cache, aug):
+    images, sizes, labels = cache.batch(range(len(cache)))
+    out1 = aug(images, sizes, 128, torch.Generator().manual_seed(1))
+    out2 = aug(images, sizes, 128, torch.Generator().manual_seed(1))
+    out3 = aug(images, sizes, 128, torch.Generator().manual_seed(2))
+    assert out1.shape == (len(cache), 3, 128, 128) and out1.dtype == torch.float32
+    assert out1.min() >= 0 and out1.max() <= 1
+    assert torch.equal(out1, out2)
+    assert not torch.equal(out1, out3)
+    plain = cache.center_crops(range(len(cache)), 128).float() / 255
+    assert (out1 - plain).abs().mean() > 0.02
+    assert torch.equal(labels, cache.labels)
+
+
+def test_identity_augment_is_the_center_crop(cache):
+    square = [i for i, img in enumerate(cache.images) if img.shape[1] == img.shape[2]]
+    images, sizes, _ = cache.batch(square)
+    still = Augment(flip=False, min_scale=1.0, ratio=(1.0, 1.0), max_rotate=0.0, max_lighting=0.0)
+    out = still(images, sizes, 146)
+    assert (out * 255 - images[:, :, :146, :146].float()).abs().max() < 0.01  # of 255
+
+
+def test_augment_precompute_warns_and_switches_off(dogscats_demo):
+    data = ImageData.from_folder(dogscats_demo, size=64)
+    learn = Learner.pretrained("efficientnet_lite0", data, precompute=True, progress=False)
+    with pytest.warns(UserWarning, match="precompute"):
+        learn.augment = "side_on"
+    assert not learn.precompute and learn.augment == side_on()
+    with pytest.warns(UserWarning, match="precompute"):
+        Learner.pretrained("efficientnet_lite0", data, precompute=True, augment="top_down",
+                           progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        learn.augment = None
+        learn.precompute = True
+    with pytest.raises(ValueError, match="side_on"):
+        learn.augment = "sideways"
+
+
+def test_training_batches_are_augmented_with_labels_kept(dogscats_demo):
+    data = ImageData.from_folder(dogscats_demo, size=64, batch_size=80)
+    learn = Learner.pretrained("efficientnet_lite0", data, augment="side_on", progress=False)
+    (xb, yb), = list(learn._train_batches())
+    plain = Learner.pretrained("efficientnet_lite0", data, progress=False)
+    (xp, yp), = list(plain._train_batches())
+    assert xb.shape == xp.shape == (80, 3, 64, 64)
+    assert torch.equal(yb, yp)  # same seed, same order
+    assert (xb - xp).abs().mean() > 0.05
+    tta = learn.tta(n=2)
+    assert tta.shape == (40, 2)
+    assert abs(torch.tensor(tta).exp().sum(1) - 1).max() < 1e-4
