@@ -48,8 +48,10 @@ def machine() -> str:
            f"torch {torch.__version__}"
 
 
-def bare_forward(learn: Learner, batch_size: int, batches: int) -> float:
-    """Images/s of the body alone on one decoded batch repeated (no decoding, no disk)."""
+def bare_forward(learn: Learner, batches: int) -> tuple[float, int]:
+    """Images/s of the body alone on one decoded batch repeated (no decoding, no disk), at the
+    batch size, dtype and memory format that precompute uses; and that batch size."""
+    batch_size = learn._inference_batch_size()
     files = (learn.data.train.files * batch_size)[:batch_size]
     images = torch.stack([learn.preprocess(f) for f in files]).to(learn.device)  # uint8
     sync = torch.cuda.synchronize if learn.device.type == "cuda" else (lambda: None)
@@ -59,37 +61,46 @@ def bare_forward(learn: Learner, batch_size: int, batches: int) -> float:
         for i in range(batches + 2):
             start = time.perf_counter()
             x = normalize(images, learn.preprocess.mean, learn.preprocess.std)
-            if learn.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
             with learn._autocast():
                 learn.body(x)
             sync()
             if i >= 2:  # two warm-up batches
                 rates.append(batch_size / (time.perf_counter() - start))
-    return statistics.median(rates)
+    return statistics.median(rates), batch_size
 
 
 COLD = """
 import sys, time
-t0 = time.perf_counter()
+t = [time.perf_counter()]
 from threeline import ImageData, Learner
+t.append(time.perf_counter())
 data = ImageData.from_folder(sys.argv[1], size=None if sys.argv[3] == 'None' else int(sys.argv[3]))
+t.append(time.perf_counter())
 learn = Learner.pretrained(sys.argv[2], data, precompute=True, cache_dir=sys.argv[4],
                            progress=False)
+t.append(time.perf_counter())
+learn._cache_features(["train", "valid"])
+t.append(time.perf_counter())
 learn.fit(0.01, 3)
-print('TRAINED', time.perf_counter() - t0, learn.validate()[1])
+t.append(time.perf_counter())
+phases = " ".join(f"{b - a:.2f}" for a, b in zip(t, t[1:]))
+print('TRAINED', phases, t[-1] - t[0], learn.validate()[1])
 """
+PHASES = ("import", "folder scan", "model", "precompute", "fit")
 
 
-def cold_start(data_dir: str, arch: str, size: int | None) -> tuple[float, float]:
-    """Wall seconds of a fresh process from launch to trained model, empty activation cache."""
+def cold_start(data_dir: str, arch: str, size: int | None) -> tuple[float, float, str]:
+    """Wall seconds of a fresh process from launch to trained model, empty activation cache;
+    its accuracy; and the seconds of each phase inside the process."""
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", COLD, data_dir, arch, str(size), cache],
                              capture_output=True, text=True, check=True)
         wall = time.perf_counter() - start
-    accuracy = float(out.stdout.strip().splitlines()[-1].split()[-1])
-    return wall, accuracy
+    fields = out.stdout.strip().splitlines()[-1].split()
+    phases = ", ".join(f"{name} {s}" for name, s in zip(PHASES, fields[1:6], strict=True))
+    return wall, float(fields[-1]), phases
 
 
 def run(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -98,9 +109,9 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
     with tempfile.TemporaryDirectory() as cache:
         learn = Learner.pretrained(args.arch, data, precompute=True, cache_dir=cache)
         sync = torch.cuda.synchronize if learn.device.type == "cuda" else (lambda: None)
-        bare = bare_forward(learn, args.batch_size, args.bare_batches)
+        bare, inference_batch = bare_forward(learn, args.bare_batches)
         start = time.perf_counter()
-        learn.features("train"), learn.features("valid")
+        learn._cache_features(["train", "valid"])
         sync()
         pre = time.perf_counter() - start
         n = len(data.train) + len(data.valid)
@@ -115,7 +126,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
         ("images (train + valid)", f"{len(data.train)} + {len(data.valid)}"),
         ("precompute seconds", f"{pre:.2f}"),
         ("precompute images/s", f"{n / pre:.1f}"),
-        (f"bare backbone forward images/s (batch {args.batch_size})", f"{bare:.1f}"),
+        (f"bare backbone forward images/s (batch {inference_batch})", f"{bare:.1f}"),
         ("precompute / bare forward", f"{n / pre / bare:.1%}"),
         ("fit(0.01, 3) seconds on the cache", f"{fit:.3f}"),
         ("valid accuracy", f"{accuracy:.2%}"),
@@ -123,8 +134,9 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
     if args.cold_start:
         if args.max_train or args.max_valid:
             print("note: the cold start uses the whole folder, not the subset", file=sys.stderr)
-        wall, cold_accuracy = cold_start(str(args.data), args.arch, args.size)
+        wall, cold_accuracy, phases = cold_start(str(args.data), args.arch, args.size)
         rows += [("cold start to trained model, seconds", f"{wall:.2f}"),
+                 ("cold start phases, seconds", phases),
                  ("cold start valid accuracy", f"{cold_accuracy:.2%}")]
     return rows
 

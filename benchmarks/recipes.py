@@ -92,14 +92,16 @@ def recipes(small: bool, epochs: int) -> list[tuple[str, dict]]:
         ("precompute, head only", dict(mode="precompute", lr=1e-2, epochs=3, tta=False)),
         ("one_cycle, whole net", dict(mode="one_cycle", epochs=epochs)),
         ("SGDR cycle_len=1", dict(mode="sgdr", epochs=epochs)),
-        ("fine_tune lr=2e-3 ratio=100", dict(mode="fine_tune", epochs=epochs - 1)),
-        ("fine_tune lr=1e-3 ratio=10", dict(mode="fine_tune", epochs=epochs - 1, lr=1e-3,
+        ("fine_tune lr=1e-3 ratio=10 (default)", dict(mode="fine_tune", epochs=epochs - 1,
+                                                      lr=1e-3, lr_ratio=10)),
+        ("fine_tune lr=2e-3 ratio=100", dict(mode="fine_tune", epochs=epochs - 1, lr=2e-3,
+                                             lr_ratio=100)),
+        ("fine_tune lr=5e-4 ratio=10", dict(mode="fine_tune", epochs=epochs - 1, lr=5e-4,
                                             lr_ratio=10)),
-        ("fine_tune lr=5e-3 ratio=100", dict(mode="fine_tune", epochs=epochs - 1, lr=5e-3)),
     ]
     if not small:
         rows.append(("fine_tune + torch.compile", dict(mode="fine_tune", epochs=epochs - 1,
-                                                       compile=True)))
+                                                       lr=1e-3, lr_ratio=10, compile=True)))
     return rows
 
 
@@ -121,7 +123,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="use at most this many training images")
     parser.add_argument("--small", action="store_true",
                         help="CPU-sized run: size 128, 2 epochs, no torch.compile row")
-    parser.add_argument("--only", default=None, help="run only rows whose label contains this")
+    parser.add_argument("--only", default=None,
+                        help="run only rows whose label contains one of these (comma-separated)")
     args = parser.parse_args(argv)
     size = args.size or (128 if args.small else 224)
     epochs = args.epochs or (2 if args.small else 5)
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"{'cuda: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}",
           flush=True)
     for label, kwargs in recipes(args.small, epochs):
-        if args.only and args.only not in label:
+        if args.only and not any(part in label for part in args.only.split(",")):
             continue
         result = run_threeline(args.path, args.arch, size, seed=args.seed,
                                batch_size=args.batch_size, max_train=args.max_train, **kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -11,7 +12,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from threeline import ImageData, Learner, __version__
+from threeline import ImageData, Learner, __version__, demo_path
 from threeline.export import ModelFileError, model_paths
 
 
@@ -163,3 +164,18 @@ def test_ctrl_c_goes_back_to_the_last_finished_epoch(small_data, tmp_path, capsy
     assert any(not torch.equal(v, learn.head.state_dict()[k]) for k, v in mid_epoch.items())
     learn.fit(0.01, 1)  # still usable
     assert len(learn.history) == 2 and learn.predict(small_data.valid.files[:2]).shape == (2, 2)
+
+
+def test_a_model_trained_on_a_gpu_loads_and_predicts_on_cpu():
+    """tests/data/gpu_trained.* was trained and saved on an NVIDIA H100 (CUDA, bf16 autocast,
+    channels_last), with its probabilities on eight demo photos; here it runs on the CPU."""
+    data = Path(__file__).parent / "data"
+    recorded = json.loads((data / "gpu_predictions.json").read_text())
+    assert json.loads((data / "gpu_trained.json").read_text())["trained_on"]["device"] == "cuda"
+    learn = Learner.load(data / "gpu_trained", device="cpu", progress=False)
+    files = [demo_path("dogscats") / f for f in recorded["files"]]
+    probs = np.exp(learn.predict(files))
+    np.testing.assert_allclose(probs, recorded["probs"], atol=5e-4)  # bf16 on GPU, fp32 here
+    with torch.no_grad():
+        learn.head[-1].bias[0] += 0.01  # the check is sharp enough to see a small change
+    assert np.abs(np.exp(learn.predict(files)) - recorded["probs"]).max() > 1e-3

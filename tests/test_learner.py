@@ -22,7 +22,7 @@ from threeline import ImageData, Learner
 def _count_backbone_images(learn: Learner) -> list[int]:
     """Instrument (not replace) the real backbone: count the images it processes."""
     seen = [0]
-    learn.body.features.register_forward_hook(lambda m, args, out: seen.__setitem__(
+    learn.body.register_forward_hook(lambda m, args, out: seen.__setitem__(
         0, seen[0] + args[0].shape[0]))
     return seen
 
@@ -149,5 +149,5 @@ def test_progress_lines_not_bars_when_output_is_not_a_terminal(dogscats_demo, tm
     lines = result.stdout.strip().splitlines()
     assert lines[0].split() == ["epoch", "train_loss", "valid_loss", "accuracy", "time"]
     assert [line.split()[0] for line in lines[1:]] == ["0", "1"]
-    assert "precompute train: 80/80 img" in result.stderr
+    assert "precompute train + valid: 120/120 img" in result.stderr
     assert time.perf_counter() - start < 600

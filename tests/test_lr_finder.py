@@ -30,8 +30,8 @@ def test_restores_model_and_optimizer_bit_for_bit(head_learner):
     opt_state = head_learner.opt.state_dict()["state"]
     opt_before = {k: v["exp_avg"].clone() for k, v in opt_state.items()}
     rng_before = torch.get_rng_state()
-    result = head_learner.lr_find(start_lr=1e-3, end_lr=1e3, num_it=40)
-    assert len(result.lrs) > 5
+    result = head_learner.lr_find(start_lr=1e-6, end_lr=1.0, num_it=40)
+    assert len(result.lrs) > 20  # many real steps changed the weights before the restore
     after = _state(head_learner)
     assert before.keys() == after.keys()
     for key in before:

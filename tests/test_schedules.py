@@ -91,9 +91,14 @@ def test_frozen_groups_keep_batchnorm_statistics(learn):
     early_bn = learn.body.features.bn1
     late_bn = learn.body.features.bn2
     early, late = early_bn.running_mean.clone(), late_bn.running_mean.clone()
+    learn.fit(1e-4, 1, cycle_len=1)  # by default no BatchNorm statistics move
+    assert torch.equal(early, early_bn.running_mean)
+    assert torch.equal(late, late_bn.running_mean)
+    learn.train_bn = True  # now the trained groups' statistics follow the data
     learn.fit(1e-4, 1, cycle_len=1)
     assert torch.equal(early, early_bn.running_mean)
     assert not torch.equal(late, late_bn.running_mean)
+    learn.train_bn = False
     learn.freeze()
 
 

@@ -4,6 +4,9 @@ Each is a pair of files (``last.safetensors`` + ``last.json``, the format of ``l
 written atomically, so a run killed at any moment leaves the previous pair intact. On Ctrl-C the
 learner goes back to ``last``: the weights after the last finished epoch.
 
+The weights are copied to the CPU at the end of the epoch and written by a background thread
+while the next epoch trains; anything that reads them back waits for the write first.
+
 Unless a folder is given, checkpoints go to ``<cache>/checkpoints/<time>-<arch>-<pid>`` (see
 :func:`threeline.cache_dir`); only the :data:`KEEP` most recent of those folders are kept.
 """
@@ -14,6 +17,7 @@ import math
 import os
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +44,13 @@ class Checkpoints:
         self.best_loss: float | None = None
         self.best_epoch: int | None = None
         self.saved_epoch: int | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoints")
+        self._pending: Future | None = None
+
+    def wait(self) -> None:
+        """Block until the last checkpoint is on disk (re-raising a failed write's error)."""
+        if self._pending is not None:
+            self._pending.result()
 
     def folder(self, learn: Learner) -> Path:
         """The folder, creating the default one on first use."""
@@ -67,12 +78,13 @@ class Checkpoints:
             return
         folder = self.folder(learn)
         epoch, loss = row.get("epoch"), row.get("valid_loss")
-        export.save(learn, folder / "last", epoch=epoch, valid_loss=loss)
-        self.saved_epoch = epoch
+        snap = export.snapshot(learn, epoch=epoch, valid_loss=loss)
         loss = float(loss) if loss is not None else math.nan
-        if self.best_loss is None or math.isnan(self.best_loss) or loss < self.best_loss:
-            for suffix in (".safetensors", ".json"):  # a file copy: cheaper than saving again
-                _copy(folder / f"last{suffix}", folder / f"best{suffix}")
+        best = self.best_loss is None or math.isnan(self.best_loss) or loss < self.best_loss
+        self.wait()  # one write at a time, in order
+        self._pending = self._writer.submit(_write, snap, folder, best)
+        self.saved_epoch = epoch
+        if best:
             self.best_loss, self.best_epoch = loss, epoch
 
     def restore_last(self, learn: Learner) -> str:
@@ -84,6 +96,7 @@ class Checkpoints:
             return (f"Interrupted: the model holds the weights of a partly trained epoch "
                     f"{finished + 1} (no checkpoints were saved).")
         try:
+            self.wait()
             export.load_state(learn, self.last)
         except export.ModelFileError as err:
             return f"Interrupted, and the last checkpoint could not be read back: {err}"
@@ -94,6 +107,13 @@ class Checkpoints:
         return (f"Interrupted: went back to the weights after epoch {self.saved_epoch}, the last "
                 f"finished one; the learner is ready to use. {where} "
                 f"(reload with Learner.load).")
+
+
+def _write(snap: tuple, folder: Path, best: bool) -> None:
+    export.write(snap, folder / "last")
+    if best:
+        for suffix in (".safetensors", ".json"):  # a file copy: cheaper than saving again
+            _copy(folder / f"last{suffix}", folder / f"best{suffix}")
 
 
 def _copy(source: Path, target: Path) -> None:

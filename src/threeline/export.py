@@ -106,12 +106,22 @@ def save(learn: Learner, path: str | os.PathLike, **extra: Any) -> Path:
         >>> save(learn, "runs/cats/model")  # doctest: +SKIP
         PosixPath('runs/cats/model.safetensors')
     """
-    weights, meta = model_paths(path)
-    weights.parent.mkdir(parents=True, exist_ok=True)
+    return write(snapshot(learn, **extra), path)
+
+
+def snapshot(learn: Learner, **extra: Any) -> tuple[dict[str, torch.Tensor], dict]:
+    """CPU copies of the weights and the description: what :func:`write` needs, taken now."""
     tensors = {f"body.{k}": v for k, v in learn.body.state_dict().items()}
     tensors |= {f"head.{k}": v for k, v in learn.head.state_dict().items()}
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
-    description = describe(learn, **extra)
+    return tensors, describe(learn, **extra)
+
+
+def write(snap: tuple[dict[str, torch.Tensor], dict], path: str | os.PathLike) -> Path:
+    """Write a :func:`snapshot` as ``path.safetensors`` + ``path.json``, each atomically."""
+    tensors, description = snap
+    weights, meta = model_paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
     _atomic(weights, lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT}))
     _atomic(meta, lambda tmp: tmp.write_text(json.dumps(description, indent=2), "utf-8"))
     return weights

@@ -51,6 +51,9 @@ class Learner:
         self.progress = progress
         self.history: list[dict] = []
         self.interrupted = False  # True when the latest fit ended with Ctrl-C
+        self.train_bn = False  # update the body's BatchNorm statistics when training it
+        self._body_norms = [m for m in body.modules()
+                            if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self._precompute = False
         self._cached: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._augment: augmentation.Augment | None = None
@@ -60,8 +63,8 @@ class Learner:
         self._compiled: nn.Module | None = None
         self.body.to(device)
         self.head.to(device)
-        if device.type == "cuda":
-            self.body.to(memory_format=torch.channels_last)
+        # channels_last: faster convolutions on CUDA, and measured 1.8x on a 2-core CPU too
+        self.body.to(memory_format=torch.channels_last)
         self.freeze()
 
     @classmethod
@@ -251,19 +254,37 @@ class Learner:
 
         Computed once (and written to the cache folder); later calls and later runs read them.
         """
-        if split in self._cached:
-            return self._cached[split]
-        part = self.data.split(split)
-        key = feature_cache.cache_key(self.backbone_description(), part.files, part.labels)
-        folder = self.cache / "features"
-        tensors = feature_cache.load(folder, key)
-        if tensors is None:
-            acts = self._run_body(part.files, desc=f"precompute {split}")
-            tensors = {"features": acts, "labels": torch.tensor(part.labels, dtype=torch.int64)}
+        if split not in self._cached:
+            self._cache_features([split])
+        return self._cached[split]
+
+    def _cache_features(self, splits: Sequence[str]) -> None:
+        """Read each split's activations from the cache; compute the missing ones in one pass
+        of the body (one set of decoding workers for all of them), then cache them per split."""
+        folder, missing = self.cache / "features", []
+        for split in splits:
+            if split in self._cached:
+                continue
+            part = self.data.split(split)
+            key = feature_cache.cache_key(self.backbone_description(), part.files, part.labels)
+            tensors = feature_cache.load(folder, key)
+            if tensors is None:
+                missing.append((split, part, key))
+            else:
+                self._cached[split] = (tensors["features"].to(self.device),
+                                       tensors["labels"].to(self.device))
+        if not missing:
+            return
+        files = [f for _, part, _ in missing for f in part.files]
+        acts = self._run_body(files, desc="precompute " + " + ".join(s for s, _, _ in missing))
+        start = 0
+        for split, part, key in missing:
+            tensors = {"features": acts[start:start + len(part)].contiguous(),  # (N, D)
+                       "labels": torch.tensor(part.labels, dtype=torch.int64)}
+            start += len(part)
             feature_cache.save(folder, key, tensors)
-        pair = (tensors["features"].to(self.device), tensors["labels"].to(self.device))
-        self._cached[split] = pair
-        return pair
+            self._cached[split] = (tensors["features"].to(self.device),
+                                   tensors["labels"].to(self.device))
 
     @torch.inference_mode()
     def _run_body(self, items: Sequence, desc: str) -> torch.Tensor:
@@ -272,7 +293,8 @@ class Learner:
         out = torch.empty(len(items), self.body.out_features, dtype=torch.float32)
         start = 0
         with Progress(len(items), desc, unit="img", enabled=self.progress) as bar:
-            for images, _ in self._image_batches(items, None, shuffle=False):
+            for images, _ in self._image_batches(items, None, shuffle=False,
+                                                 batch_size=self._inference_batch_size()):
                 with self._autocast():
                     acts = self.body(images).float()  # (B, D)
                 out[start:start + len(acts)] = acts.cpu()
@@ -280,15 +302,24 @@ class Learner:
                 bar.update(len(acts))
         return out
 
+    def _inference_batch_size(self) -> int:
+        """Images per forward pass without gradients: larger on CUDA; on a CPU, batches of
+        up to 32 ran about twice as fast as 64 (cache-friendly activations)."""
+        if self.device.type == "cuda":
+            return 4 * self.data.batch_size
+        return min(self.data.batch_size, 32)
+
     def _image_batches(self, items: Sequence, labels: Sequence[int] | None, shuffle: bool,
-                       transform=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Normalized float image batches (B, 3, S, S) and labels (B,) on the device."""
+                       transform=None, batch_size: int | None = None
+                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalized float image batches (B, 3, S, S), channels_last, and labels (B,) on the
+        device."""
         cuda = self.device.type == "cuda"
         splits = (self.data.train, self.data.valid)
         split = next((s.files for s in splits if s.files is items), None)
         if transform is None and split is not None and not self.precompute:
             cache = self._presized_cache(items, labels)  # decoded once, reused every epoch
-            bs = self.data.batch_size
+            bs = batch_size or self.data.batch_size
             for start in range(0, len(cache), bs):
                 index = range(start, min(start + bs, len(cache)))
                 images = cache.center_crops(index, self.preprocess.size).to(self.device)
@@ -297,12 +328,11 @@ class Learner:
             return
         generator = torch.Generator().manual_seed(self.seed + len(self.history))
         loader = self.data.loader(items, labels, transform or self.preprocess, shuffle=shuffle,
-                                  pin_memory=cuda, generator=generator)
+                                  pin_memory=cuda, generator=generator, batch_size=batch_size)
         for images, targets in loader:
             images = images.to(self.device, non_blocking=True)
             images = normalize(images, self.preprocess.mean, self.preprocess.std)
-            if cuda:
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=torch.channels_last)
             yield images, targets.to(self.device, non_blocking=True)
 
     def _presized_cache(self, items: Sequence, labels: Sequence[int] | None) -> Presized:
@@ -316,13 +346,10 @@ class Learner:
         return self._presized[key]
 
     def _to_model_input(self, images: torch.Tensor) -> torch.Tensor:
-        """float (B, 3, S, S) in [0, 1] on the device -> normalized, channels_last on CUDA."""
+        """float (B, 3, S, S) in [0, 1] on the device -> normalized, channels_last."""
         m = torch.tensor(self.preprocess.mean, device=images.device).view(1, 3, 1, 1)
         s = torch.tensor(self.preprocess.std, device=images.device).view(1, 3, 1, 1)
-        images = (images - m) / s
-        if images.device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images
+        return ((images - m) / s).contiguous(memory_format=torch.channels_last)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda":
@@ -372,7 +399,7 @@ class Learner:
         else:
             shape = schedules.get(schedule or "one_cycle")
         if self.precompute:  # compute (or load) the cache before the clock starts
-            self.features("train"), self.features("valid")
+            self._cache_features(["train", "valid"])
         trainable = self.head if self.precompute else self.model
         optimizer = self._optimizer(lrs, wd)
         rows: list[dict] = []
@@ -382,6 +409,7 @@ class Learner:
                 self._run_epochs(rows, epochs, trainable, optimizer, shape)
             except KeyboardInterrupt:
                 self._interrupted()
+        self._checkpoints().wait()  # the last epoch's weights are on disk when fit returns
         return rows
 
     def _run_epochs(self, rows: list[dict], epochs: int, trainable: nn.Module,
@@ -513,15 +541,22 @@ class Learner:
             idx = order[start:start + bs]
             yield x[idx], y[idx]
 
-    def _train_step(self, trainable: nn.Module, optimizer, xb, yb) -> torch.Tensor:
+    def _set_train_mode(self, trainable: nn.Module) -> None:
+        """Train mode, except the body's BatchNorm layers: they keep their pretrained running
+        statistics (eval mode) when frozen, and also when trained unless ``train_bn`` is True.
+
+        Measured on Dogs vs Cats (efficientnet_lite2, fine_tune(2), 4,000 training images):
+        updating the statistics while fine-tuning dropped valid accuracy from 99.05 % to 97.1 %.
+        """
         trainable.train()
-        if self._body_frozen():
-            self.body.eval()  # pretrained BatchNorm statistics stay fixed while frozen
-        else:  # BatchNorm of frozen groups keeps its statistics too
-            for m in self.body.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(
-                        p.requires_grad for p in m.parameters(recurse=False)):
-                    m.eval()
+        if trainable is self.head:  # on cached activations the body does not run
+            return
+        for norm in self._body_norms:
+            trains = any(p.requires_grad for p in norm.parameters(recurse=False))
+            norm.train(self.train_bn and trains)
+
+    def _train_step(self, trainable: nn.Module, optimizer, xb, yb) -> torch.Tensor:
+        self._set_train_mode(trainable)
         net = trainable
         if self.compile and trainable is not self.head:
             if self._compiled is None:
@@ -573,7 +608,8 @@ class Learner:
         if not groups:
             raise ValueError(
                 "Nothing to train: every layer group is frozen. Call learn.unfreeze().")
-        self.opt = torch.optim.AdamW(groups, lr=lrs[-1], betas=(0.9, 0.99))
+        fused = self.device.type == "cuda"  # one kernel for all parameters: fewer launches
+        self.opt = torch.optim.AdamW(groups, lr=lrs[-1], betas=(0.9, 0.99), fused=fused)
         return self.opt
 
     def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100,
@@ -599,8 +635,8 @@ class Learner:
         """
         return lr_finder.lr_find(self, start_lr, end_lr, num_it, mode, wd)
 
-    def fine_tune(self, epochs: int = 3, base_lr: float = 2e-3, freeze_epochs: int = 1,
-                  lr_ratio: float = 100.0, wd: float = 0.01) -> list[dict]:
+    def fine_tune(self, epochs: int = 3, base_lr: float = 1e-3, freeze_epochs: int = 1,
+                  lr_ratio: float = 10.0, wd: float = 0.01) -> list[dict]:
         """Head first, then the whole network with smaller rates for early layers.
 
         1. ``freeze_epochs`` epochs of the head alone (on cached activations if ``precompute``)
@@ -609,7 +645,11 @@ class Learner:
            ``slice(base_lr / (2 * lr_ratio), base_lr / 2)``: the head at half the first stage's
            rate, the earliest layers ``lr_ratio`` times lower.
 
-        The defaults come from ``benchmarks/recipes.py``.
+        The defaults come from ``benchmarks/recipes.py`` on Dogs vs Cats (efficientnet_lite2,
+        260 px, 10,000 training images, one H100): ``fine_tune(3)`` reached 99.55 % valid
+        accuracy; ``base_lr=2e-3, lr_ratio=100`` reached 98.45 % in two epochs on 4,000 images
+        where these defaults reached 99.15 %. The body's BatchNorm statistics stay frozen
+        (see ``train_bn``).
 
         Returns:
             The epoch rows of both stages.
@@ -705,7 +745,8 @@ class Learner:
         self.body.eval()
         self.head.eval()
         outs = []
-        for images, _ in self._image_batches(items, None, shuffle=False):
+        for images, _ in self._image_batches(items, None, shuffle=False,
+                                             batch_size=self._inference_batch_size()):
             with self._autocast():
                 logits = self.head(self.body(images))  # (B, C)
             outs.append(F.log_softmax(logits.float(), dim=1))

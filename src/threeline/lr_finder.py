@@ -170,6 +170,7 @@ def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10.0, num_it
     lrs, losses, raw = [], [], []
     average, best = 0.0, math.inf
     stopped = False
+    warmup = max(5, num_it // 10)
     devices = [learn.device] if learn.device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
@@ -186,7 +187,8 @@ def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10.0, num_it
                 lrs.append(lr)
                 raw.append(loss)
                 losses.append(smooth)
-                if not math.isfinite(smooth) or smooth > diverge * best:
+                settled = step >= warmup  # the first smoothed values are too noisy to judge
+                if not math.isfinite(smooth) or (settled and smooth > diverge * best):
                     stopped = True
                     break
                 best = min(best, smooth)

@@ -30,7 +30,7 @@ class Body(nn.Module):
         self.out_features = 2 * features.num_features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        maps = self.features(images)  # (B, F, H/32, W/32)
+        maps = self.features.forward_features(images)  # (B, F, H/32, W/32)
         return self.pool(maps)  # (B, 2F)
 
 
