@@ -61,7 +61,7 @@ def bare_forward(learn: Learner, batches: int) -> tuple[float, int]:
         for i in range(batches + 2):
             start = time.perf_counter()
             x = normalize(images, learn.preprocess.mean, learn.preprocess.std)
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=learn.memory_format)
             with learn._autocast():
                 learn.body(x)
             sync()

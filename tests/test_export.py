@@ -54,7 +54,7 @@ def test_load_with_data_validates_like_the_original(trained, tmp_path, dogscats_
 
 
 def test_gpu_layout_loads_on_cpu(trained, tmp_path):
-    """On a GPU the body is channels_last; the file must not depend on that (or on the device)."""
+    """A body in channels_last layout (as on a CPU) saves a file that loads anywhere."""
     trained.save(tmp_path / "plain")
     gpu_like = Learner.load(tmp_path / "plain", device="cpu", progress=False)
     gpu_like.body.to(memory_format=torch.channels_last)

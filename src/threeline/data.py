@@ -11,6 +11,7 @@ Images are found recursively inside each class folder. Nothing is copied or move
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import sys
@@ -272,7 +273,11 @@ def default_workers() -> int:
 
 
 def _worker_init(worker_id: int) -> None:
-    torch.set_num_threads(1)  # decoding workers must not compete with the model for cores
+    """Decoding workers must not compete with the model for cores: one thread each, and a lower
+    scheduling priority, so the model's threads keep the cores and decoding fills the gaps."""
+    torch.set_num_threads(1)
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(10)
 
 
 # What decoding a bad file can raise (Pillow wraps most, not all, of its decoders' errors).
