@@ -108,6 +108,9 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
     data.train, data.valid = subset(data.train, args.max_train), subset(data.valid, args.max_valid)
     with tempfile.TemporaryDirectory() as cache:
         learn = Learner.pretrained(args.arch, data, precompute=True, cache_dir=cache)
+        if args.channels_last:  # compare against the layout the library picks for the device
+            learn.memory_format = torch.channels_last
+            learn.body.to(memory_format=torch.channels_last)
         sync = torch.cuda.synchronize if learn.device.type == "cuda" else (lambda: None)
         bare, inference_batch = bare_forward(learn, args.bare_batches)
         start = time.perf_counter()
@@ -123,6 +126,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
     rows = [
         ("machine", machine()),
         ("architecture, input size", f"{args.arch}, {learn.preprocess.size} px"),
+        ("memory layout", str(learn.memory_format).replace("torch.", "")),
         ("images (train + valid)", f"{len(data.train)} + {len(data.valid)}"),
         ("precompute seconds", f"{pre:.2f}"),
         ("precompute images/s", f"{n / pre:.1f}"),
@@ -151,6 +155,8 @@ def main() -> None:
     parser.add_argument("--max-valid", type=int, default=None)
     parser.add_argument("--bare-batches", type=int, default=5)
     parser.add_argument("--cold-start", action="store_true")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="force channels_last instead of the layout chosen for the device")
     parser.add_argument("--out", type=Path, default=None, help="append the table to this file")
     args = parser.parse_args()
     rows = run(args)
