@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -36,7 +35,7 @@ def test_three_lines_on_ants_and_bees_reach_90_percent_on_cpu():
     assert rows[-1]["accuracy"] >= 0.90, rows
 
 
-def test_fit_prints_a_table_and_trains(trained, capsys):
+def test_fit_records_history_and_learns(trained):
     assert trained.history[-1]["accuracy"] >= 0.9
     assert trained.history[-1]["valid_loss"] < trained.history[0]["valid_loss"] + 0.05
 
@@ -141,7 +140,6 @@ def test_progress_lines_not_bars_when_output_is_not_a_terminal(dogscats_demo, tm
         "Learner.pretrained('efficientnet_lite0', data, precompute=True,"
         " cache_dir=sys.argv[2]).fit(0.01, 2)"
     )
-    start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", script, str(dogscats_demo), str(tmp_path)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -150,4 +148,3 @@ def test_progress_lines_not_bars_when_output_is_not_a_terminal(dogscats_demo, tm
     assert lines[0].split() == ["epoch", "train_loss", "valid_loss", "accuracy", "time"]
     assert [line.split()[0] for line in lines[1:]] == ["0", "1"]
     assert "precompute train + valid: 120/120 img" in result.stderr
-    assert time.perf_counter() - start < 600

@@ -80,9 +80,7 @@ def most_correct(log_probs: np.ndarray, targets: np.ndarray, cls: int | None = N
         >>> most_correct(lp, np.array([0, 0, 1]), cls=0).tolist()
         [0, 1]
     """
-    preds = log_probs.argmax(1)
-    mask = (preds == targets) & (targets == cls if cls is not None else True)
-    return _sorted(np.flatnonzero(mask), -log_probs[_rows(log_probs), targets], k)
+    return _by_true_class_prob(log_probs, targets, cls, k, correct=True)
 
 
 def most_incorrect(log_probs: np.ndarray, targets: np.ndarray, cls: int | None = None,
@@ -94,9 +92,18 @@ def most_incorrect(log_probs: np.ndarray, targets: np.ndarray, cls: int | None =
         >>> most_incorrect(lp, np.array([0, 0, 1]), cls=0).tolist()
         [1, 0]
     """
-    preds = log_probs.argmax(1)
-    mask = (preds != targets) & (targets == cls if cls is not None else True)
-    return _sorted(np.flatnonzero(mask), log_probs[_rows(log_probs), targets], k)
+    return _by_true_class_prob(log_probs, targets, cls, k, correct=False)
+
+
+def _by_true_class_prob(log_probs: np.ndarray, targets: np.ndarray, cls: int | None,
+                        k: int | None, correct: bool) -> np.ndarray:
+    """Right (or wrong) predictions of true class ``cls`` (or any), ordered by p(true class):
+    highest first for right ones, lowest first for wrong ones."""
+    mask = (log_probs.argmax(1) == targets) == correct
+    if cls is not None:
+        mask &= targets == cls
+    true_log_prob = log_probs[_rows(log_probs), targets]
+    return _sorted(np.flatnonzero(mask), -true_log_prob if correct else true_log_prob, k)
 
 
 def margin(probs: np.ndarray) -> np.ndarray:

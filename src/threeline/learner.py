@@ -330,16 +330,14 @@ class Learner:
             for start in range(0, len(cache), bs):
                 index = range(start, min(start + bs, len(cache)))
                 images = cache.center_crops(index, self.preprocess.size).to(self.device)
-                yield self._to_model_input(images.float().div_(255.0)), cache.labels[
+                yield self._to_model_input(images), cache.labels[
                     start:start + len(index)].to(self.device)
             return
         generator = torch.Generator().manual_seed(self.seed + len(self.history))
         loader = self.data.loader(items, labels, transform or self.preprocess, shuffle=shuffle,
                                   pin_memory=cuda, generator=generator, batch_size=batch_size)
         for images, targets in loader:
-            images = images.to(self.device, non_blocking=True)
-            images = normalize(images, self.preprocess.mean, self.preprocess.std)
-            images = images.contiguous(memory_format=self.memory_format)
+            images = self._to_model_input(images.to(self.device, non_blocking=True))
             yield images, targets.to(self.device, non_blocking=True)
 
     def _presized_cache(self, items: Sequence, labels: Sequence[int] | None) -> Presized:
@@ -353,10 +351,10 @@ class Learner:
         return self._presized[key]
 
     def _to_model_input(self, images: torch.Tensor) -> torch.Tensor:
-        """float (B, 3, S, S) in [0, 1] on the device -> normalized, in ``memory_format``."""
-        m = torch.tensor(self.preprocess.mean, device=images.device).view(1, 3, 1, 1)
-        s = torch.tensor(self.preprocess.std, device=images.device).view(1, 3, 1, 1)
-        return ((images - m) / s).contiguous(memory_format=self.memory_format)
+        """uint8, or float in [0, 1], (B, 3, S, S) on the device -> normalized, in
+        ``memory_format``."""
+        images = normalize(images, self.preprocess.mean, self.preprocess.std)
+        return images.contiguous(memory_format=self.memory_format)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda":
@@ -423,13 +421,14 @@ class Learner:
                     optimizer: torch.optim.Optimizer, shape: schedules.Schedule) -> None:
         """The epoch loop of :meth:`fit`; appends one row per finished epoch to ``rows``."""
         table = EpochTable(["epoch", "train_loss", "valid_loss", "accuracy", "time"])
-        total = self._steps_per_epoch() * epochs
+        per_epoch = self._steps_per_epoch()
+        total = per_epoch * epochs
         for _ in range(epochs):
             start = time.perf_counter()
             torch.manual_seed(self.seed * 100_003 + len(self.history))  # dropout, repeatable
             losses = []
             for xb, yb in self._train_batches():
-                step = len(rows) * self._steps_per_epoch() + len(losses)
+                step = len(rows) * per_epoch + len(losses)
                 for group in optimizer.param_groups:
                     group["lr"] = group["base_lr"] * shape(min(step / total, 1.0))
                 losses.append(self._train_step(trainable, optimizer, xb, yb))

@@ -174,6 +174,7 @@ def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10.0, num_it
     devices = [learn.device] if learn.device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(learn.seed)  # dropout: the same curve whatever ran before
             optimizer = learn._optimizer([schedule[0]] * len(learn.layer_groups()), wd)
             trainable = learn.head if learn.precompute else learn.model
             batches = _endless(learn)

@@ -78,7 +78,9 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def normalize(batch: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> float32 normalized (B, 3, H, W), on the batch's device."""
+    """uint8 (B, 3, H, W), or float in [0, 1] -> float32 normalized (B, 3, H, W), on the batch's
+    device."""
     m = torch.tensor(mean, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
     s = torch.tensor(std, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
-    return (batch.float().div_(255.0) - m) / s
+    pixels = batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch
+    return (pixels - m) / s
