@@ -24,10 +24,12 @@ from threeline import ImageData, Learner
 
 
 def run_threeline(path: str | os.PathLike, arch: str = "efficientnet_lite0", size: int = 224,
-                  mode: str = "fine_tune", epochs: int = 3, seed: int = 0, lr: float = 2e-3,
-                  batch_size: int = 64, augment: str | None = "side_on", tta: bool = True,
-                  compile: bool = False, lr_ratio: float = 100.0, freeze_epochs: int = 1,
-                  max_train: int | None = None, device: str | None = None) -> dict:
+                  mode: str = "fine_tune", epochs: int = 3, seed: int = 0,
+                  lr: float | None = None, batch_size: int = 64,
+                  augment: str | None = "side_on", tta: bool = True, compile: bool = False,
+                  lr_ratio: float | None = None, freeze_epochs: int | None = None,
+                  head_lr: float | None = None, max_train: int | None = None,
+                  device: str | None = None) -> dict:
     """Train one recipe from scratch and measure it.
 
     Args:
@@ -35,7 +37,8 @@ def run_threeline(path: str | os.PathLike, arch: str = "efficientnet_lite0", siz
         mode: ``"precompute"`` (head on cached activations, one-cycle), ``"frozen"`` (head only,
             on augmented images), ``"one_cycle"`` / ``"sgdr"`` (whole network, ``epochs``
             epochs, differential rates ``slice(lr / lr_ratio, lr)``; SGDR uses cycle_len=1),
-            or ``"fine_tune"`` (:meth:`Learner.fine_tune`).
+            or ``"fine_tune"`` (:meth:`Learner.fine_tune`; ``lr`` is its ``base_lr``). Settings
+            left None take the library's defaults (fine_tune) or lr 2e-3, lr_ratio 100.
         max_train: use only this many training images (a seeded sample), for quick runs.
 
     Returns:
@@ -59,16 +62,17 @@ def run_threeline(path: str | os.PathLike, arch: str = "efficientnet_lite0", siz
     learn.compile = compile
     start = time.perf_counter()
     if mode in ("precompute", "frozen"):
-        learn.fit(lr, epochs)
+        learn.fit(lr or 1e-2, epochs)
     elif mode in ("one_cycle", "sgdr"):
         learn.unfreeze()
-        rates = slice(lr / lr_ratio, lr)
+        rates = slice((lr or 2e-3) / (lr_ratio or 100), lr or 2e-3)
         if mode == "sgdr":
             learn.fit(rates, epochs, cycle_len=1)
         else:
             learn.fit(rates, epochs)
     elif mode == "fine_tune":
-        learn.fine_tune(epochs, base_lr=lr, freeze_epochs=freeze_epochs, lr_ratio=lr_ratio)
+        chosen = dict(base_lr=lr, freeze_epochs=freeze_epochs, lr_ratio=lr_ratio, head_lr=head_lr)
+        learn.fine_tune(epochs, **{k: v for k, v in chosen.items() if v is not None})
     else:
         raise ValueError(f"Unknown mode {mode!r}; expected precompute, frozen, one_cycle, sgdr "
                          f"or fine_tune.")
@@ -81,7 +85,8 @@ def run_threeline(path: str | os.PathLike, arch: str = "efficientnet_lite0", siz
         labels = np.asarray(data.valid.labels)
         tta_accuracy = float((learn.tta(n=4).argmax(1) == labels).mean())
     return {"arch": arch, "size": size, "mode": mode, "epochs": epochs, "lr": lr,
-            "lr_ratio": lr_ratio, "augment": augment, "compile": compile, "seed": seed,
+            "lr_ratio": lr_ratio, "head_lr": head_lr, "freeze_epochs": freeze_epochs,
+            "augment": augment, "compile": compile, "seed": seed,
             "accuracy": accuracy, "tta_accuracy": tta_accuracy, "valid_loss": valid_loss,
             "seconds": seconds, "device": learn.device.type, "n_train": len(data.train)}
 
@@ -92,16 +97,18 @@ def recipes(small: bool, epochs: int) -> list[tuple[str, dict]]:
         ("precompute, head only", dict(mode="precompute", lr=1e-2, epochs=3, tta=False)),
         ("one_cycle, whole net", dict(mode="one_cycle", epochs=epochs)),
         ("SGDR cycle_len=1", dict(mode="sgdr", epochs=epochs)),
-        ("fine_tune lr=1e-3 ratio=10 (default)", dict(mode="fine_tune", epochs=epochs - 1,
-                                                      lr=1e-3, lr_ratio=10)),
-        ("fine_tune lr=2e-3 ratio=100", dict(mode="fine_tune", epochs=epochs - 1, lr=2e-3,
-                                             lr_ratio=100)),
-        ("fine_tune lr=5e-4 ratio=10", dict(mode="fine_tune", epochs=epochs - 1, lr=5e-4,
-                                            lr_ratio=10)),
+        (f"fine_tune({epochs - 1}) (defaults)", dict(mode="fine_tune", epochs=epochs - 1)),
+        (f"fine_tune({epochs + 1}) (defaults)", dict(mode="fine_tune", epochs=epochs + 1)),
+        ("fine_tune base_lr=5e-4", dict(mode="fine_tune", epochs=epochs - 1, lr=5e-4)),
+        ("fine_tune base_lr=2e-3", dict(mode="fine_tune", epochs=epochs - 1, lr=2e-3)),
+        ("fine_tune lr_ratio=100", dict(mode="fine_tune", epochs=epochs - 1, lr_ratio=100)),
+        ("fine_tune head_lr=3e-3", dict(mode="fine_tune", epochs=epochs - 1, head_lr=3e-3)),
+        ("fine_tune 1 head epoch", dict(mode="fine_tune", epochs=epochs - 1, freeze_epochs=1)),
+        ("fine_tune, no augmentation", dict(mode="fine_tune", epochs=epochs - 1, augment=None)),
     ]
     if not small:
         rows.append(("fine_tune + torch.compile", dict(mode="fine_tune", epochs=epochs - 1,
-                                                       lr=1e-3, lr_ratio=10, compile=True)))
+                                                       compile=True)))
     return rows
 
 
@@ -117,7 +124,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--size", type=int, default=None,
                         help="image size (default 224; 128 with --small)")
     parser.add_argument("--epochs", type=int, default=None, help="default 5; 2 with --small")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds, one run each")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-train", type=int, default=None,
                         help="use at most this many training images")
@@ -128,26 +135,51 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     size = args.size or (128 if args.small else 224)
     epochs = args.epochs or (2 if args.small else 5)
+    seeds = [int(x) for x in args.seeds.split(",")]
     results = []
-    print(f"dataset {args.path}, {args.arch} at {size} px, seed {args.seed}, device "
+    print(f"dataset {args.path}, {args.arch} at {size} px, seeds {seeds}, device "
           f"{'cuda: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}",
           flush=True)
     for label, kwargs in recipes(args.small, epochs):
         if args.only and not any(part in label for part in args.only.split(",")):
             continue
-        result = run_threeline(args.path, args.arch, size, seed=args.seed,
-                               batch_size=args.batch_size, max_train=args.max_train, **kwargs)
-        result["label"] = label
-        results.append(result)
-        print(f"  {label}: {result['accuracy']:.4f} in {result['seconds']:.1f} s", flush=True)
+        for seed in seeds:
+            result = run_threeline(args.path, args.arch, size, seed=seed,
+                                   batch_size=args.batch_size, max_train=args.max_train, **kwargs)
+            result["label"] = label
+            results.append(result)
+            tta = result["tta_accuracy"]
+            print(f"  {label}, seed {seed}: {result['accuracy']:.4f} (TTA "
+                  f"{'-' if tta is None else f'{tta:.4f}'}) in {result['seconds']:.1f} s",
+                  flush=True)
     print()
-    print("| recipe | epochs | accuracy | TTA accuracy | valid loss | seconds |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for r in results:
-        tta = f"{r['tta_accuracy']:.2%}" if r["tta_accuracy"] is not None else "-"
-        print(f"| {r['label']} | {r['epochs']} | {r['accuracy']:.2%} | {tta} | "
-              f"{r['valid_loss']:.4f} | {r['seconds']:.1f} |")
+    print(table(results))
     return results
+
+
+def table(results: list[dict]) -> str:
+    """Markdown: one row per recipe; medians over seeds, with the range when several."""
+
+    def cell(values: list, fmt: str) -> str:
+        values = [v for v in values if v is not None]
+        if not values:
+            return "-"
+        mid = fmt.format(float(np.median(values)))
+        if len(values) == 1:
+            return mid
+        return f"{mid} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+    lines = ["| recipe | epochs | seeds | accuracy | TTA accuracy | valid loss | seconds |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for label in dict.fromkeys(r["label"] for r in results):
+        rows = [r for r in results if r["label"] == label]
+        lines.append(
+            f"| {label} | {rows[0]['epochs']} | {len(rows)} | "
+            f"{cell([100 * r['accuracy'] for r in rows], '{:.2f} %')} | "
+            f"{cell([None if r['tta_accuracy'] is None else 100 * r['tta_accuracy'] for r in rows], '{:.2f} %')} | "  # noqa: E501
+            f"{cell([r['valid_loss'] for r in rows], '{:.4f}')} | "
+            f"{cell([r['seconds'] for r in rows], '{:.1f}')} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ finetune: ``Learner.pretrained(arch, data, augment="side_on")`` then
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,11 @@ def run(spec, selection, clock) -> dict:
         learn = Learner.pretrained(spec.arch, data, augment="side_on", **options)
         clock.mark("fit_start")
         learn.fine_tune(spec.epochs)  # threeline's own defaults, as fastai runs with its own
-        recipe = f'fine_tune({spec.epochs}) (base_lr=1e-3, lr_ratio=10), augment="side_on"'
+        defaults = {name: p.default for name, p in
+                    inspect.signature(Learner.fine_tune).parameters.items()
+                    if name in ("base_lr", "lr_ratio", "freeze_epochs", "head_lr")}
+        settings = ", ".join(f"{k}={v:g}" for k, v in defaults.items())
+        recipe = f'fine_tune({spec.epochs}) ({settings}), augment="side_on"'
     clock.mark("fit_end")
     result = {
         "recipe": recipe,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from threeline import ImageData, Learner
 from threeline.augment import Augment, side_on, top_down
@@ -83,3 +86,18 @@ def test_training_batches_are_augmented_with_labels_kept(dogscats_demo):
     tta = learn.tta(n=2)
     assert tta.shape == (40, 2)
     assert abs(torch.tensor(tta).exp().sum(1) - 1).max() < 1e-4
+
+
+def test_tta_first_copy_is_the_mirror_image(trained, tmp_path):
+    """tta(n=1) averages the plain view and its left-right mirror image, nothing else."""
+    files = trained.data.valid.files[:6]
+    mirrored = []
+    for path in files:
+        target = tmp_path / f"{Path(path).stem}.png"  # lossless: the same decoded pixels
+        Image.open(path).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(target)
+        mirrored.append(target)
+    plain = trained.predict(files).astype(np.float64)  # log-probabilities (N, C)
+    flipped = trained.predict(mirrored).astype(np.float64)
+    expected = np.logaddexp(plain, flipped) - np.log(2)  # log of the mean probability
+    assert np.allclose(trained.tta(n=1, items=files), expected, rtol=1e-3, atol=1e-3)
+    assert not np.allclose(plain, flipped, rtol=1e-2)  # the mirror image is a different input

@@ -20,3 +20,15 @@ def test_fine_tune_improves_validation_loss_over_frozen_model(hymenoptera_demo):
     tuned_loss, accuracy = learn.validate()
     assert tuned_loss < frozen_loss
     assert accuracy > 0.7
+
+
+def test_fine_tune_trains_the_head_on_cached_activations_then_augments(hymenoptera_demo,
+                                                                        tmp_path):
+    data = ImageData.from_folder(hymenoptera_demo, size=96, batch_size=40)
+    learn = Learner.pretrained("efficientnet_lite0", data, augment="side_on", progress=False,
+                               cache_dir=tmp_path)
+    rows = learn.fine_tune(1, freeze_epochs=2)
+    assert len(rows) == 3
+    assert len(list((tmp_path / "features").iterdir())) == 2  # train and valid activations
+    assert learn.augment is not None and not learn.precompute  # the user's settings are back
+    assert learn.history[-1]["accuracy"] > 0.7

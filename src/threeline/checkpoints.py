@@ -46,6 +46,7 @@ class Checkpoints:
         self.saved_epoch: int | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoints")
         self._pending: Future | None = None
+        self._body: dict | None = None  # the body's CPU copy, while it stays frozen
 
     def wait(self) -> None:
         """Block until the last checkpoint is on disk (re-raising a failed write's error)."""
@@ -72,13 +73,23 @@ class Checkpoints:
         """The base name of the best epoch's files (None before the first save)."""
         return None if self._folder is None else self._folder / "best"
 
-    def end_epoch(self, learn: Learner, row: dict) -> None:
-        """Save ``last``; also ``best`` when this epoch's valid loss is the lowest so far."""
+    def begin_fit(self) -> None:
+        """Forget the body's copy: a new ``fit`` may train it, or it changed in between."""
+        self._body = None
+
+    def end_epoch(self, learn: Learner, row: dict, body_changed: bool = True) -> None:
+        """Save ``last``; also ``best`` when this epoch's valid loss is the lowest so far.
+
+        ``body_changed=False`` (only the head trains in this fit) copies the body's weights to
+        the CPU once per fit instead of once per epoch.
+        """
         if not self.enabled:
             return
         folder = self.folder(learn)
         epoch, loss = row.get("epoch"), row.get("valid_loss")
-        snap = export.snapshot(learn, epoch=epoch, valid_loss=loss)
+        body = None if body_changed else self._body
+        snap = export.snapshot(learn, body, epoch=epoch, valid_loss=loss)
+        self._body = {k: v for k, v in snap[0].items() if k.startswith("body.")}
         loss = float(loss) if loss is not None else math.nan
         best = self.best_loss is None or math.isnan(self.best_loss) or loss < self.best_loss
         self.wait()  # one write at a time, in order

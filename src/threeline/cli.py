@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 OK, FAILED, USAGE, INTERNAL, INTERRUPTED = 0, 1, 2, 70, 130
-HEAD_LR, FINE_TUNE_LR = 1e-2, 2e-3
+HEAD_LR, FINE_TUNE_LR = 1e-2, 1e-3  # fit on cached activations; fine_tune base_lr
 
 EXAMPLES = {
     "main": """examples:

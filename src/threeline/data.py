@@ -33,6 +33,7 @@ from threeline.images import (
     BadImageError,
     is_system_file,
     pixel_limit,
+    quick_header,
     read_header,
     too_large_hint,
 )
@@ -213,7 +214,7 @@ class ImageData:
         dataset = _ReportingFiles(list(files), labels, transform, self.max_pixels)
         return ImageLoader(
             dataset,
-            on_failure=self._decode_failed,
+            on_failure=self.report_failure,
             batch_size=batch_size or self.batch_size,
             shuffle=shuffle,
             num_workers=min(workers, max(1, len(dataset) // 16)) if workers else 0,
@@ -225,7 +226,8 @@ class ImageData:
             collate_fn=_collate,
         )
 
-    def _decode_failed(self, path: str, reason: str) -> None:
+    def report_failure(self, path: str, reason: str) -> None:
+        """Note a file that failed to decode (once): add it to ``skipped``, print one line."""
         if Path(path) not in self.skipped:
             self.skipped[Path(path)] = reason
             print(f"Could not decode {_show(Path(path))}: {reason}. A gray image stood in for it; "
@@ -411,9 +413,12 @@ class _Scanner:
         candidates: list[tuple[Path, int]] = []
         for label, name in enumerate(classes):
             candidates += [(path, label) for path in self._files(folder / name)]
-        # Header reads mostly wait on the disk: threads overlap them.
+        # Header reads wait on the disk: threads overlap them. Chunks of files keep the threads
+        # from queueing for the interpreter lock once per file.
+        paths = [path for path, _ in candidates]
+        chunks = [paths[i:i + 256] for i in range(0, len(paths), 256)]
         with pixel_limit(self.max_pixels), ThreadPoolExecutor(max_workers=8) as pool:
-            results = list(pool.map(self._probe, [path for path, _ in candidates]))
+            results = [size for sizes in pool.map(self._probe_all, chunks) for size in sizes]
         files, labels = [], []
         for (path, label), size in zip(candidates, results, strict=True):
             if size is not None:
@@ -431,12 +436,13 @@ class _Scanner:
 
         for top, dirs, names in os.walk(class_dir, onerror=unreadable):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            folder = Path(top)
             for name in names:
-                path = Path(top) / name
+                path = folder / name
                 if is_system_file(path):
                     continue
                 self.seen += 1
-                if not path.is_file():
+                if not os.path.isfile(top + os.sep + name):
                     if path.is_symlink():
                         self.skipped[path] = "broken link"
                     continue
@@ -445,11 +451,14 @@ class _Scanner:
                     self.skipped[path] = f"not an image file ({suffix or 'no extension'})"
                     continue
                 found.append(path)
-        return sorted(found)
+        return sorted(found, key=lambda p: p.parts)  # Path order, computed faster
+
+    def _probe_all(self, paths: list[Path]) -> list[tuple[int, int] | None]:
+        return [self._probe(path) for path in paths]
 
     def _probe(self, path: Path) -> tuple[int, int] | None:
         try:
-            return read_header(path, self.max_pixels)
+            return quick_header(path, self.max_pixels) or read_header(path, self.max_pixels)
         except BadImageError as err:
             self.skipped[path] = err.reason
             return None

@@ -109,12 +109,18 @@ def save(learn: Learner, path: str | os.PathLike, **extra: Any) -> Path:
     return write(snapshot(learn, **extra), path)
 
 
-def snapshot(learn: Learner, **extra: Any) -> tuple[dict[str, torch.Tensor], dict]:
-    """CPU copies of the weights and the description: what :func:`write` needs, taken now."""
-    tensors = {f"body.{k}": v for k, v in learn.body.state_dict().items()}
-    tensors |= {f"head.{k}": v for k, v in learn.head.state_dict().items()}
+def snapshot(learn: Learner, body: dict[str, torch.Tensor] | None = None,
+             **extra: Any) -> tuple[dict[str, torch.Tensor], dict]:
+    """CPU copies of the weights and the description: what :func:`write` needs, taken now.
+
+    ``body``: the ``body.*`` tensors of an earlier snapshot, reused as they are when the caller
+    knows the body has not changed since (a frozen body while the head trains).
+    """
+    tensors = {f"head.{k}": v for k, v in learn.head.state_dict().items()}
+    if body is None:
+        tensors |= {f"body.{k}": v for k, v in learn.body.state_dict().items()}
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
-    return tensors, describe(learn, **extra)
+    return (body or {}) | tensors, describe(learn, **extra)
 
 
 def write(snap: tuple[dict[str, torch.Tensor], dict], path: str | os.PathLike) -> Path:

@@ -21,16 +21,16 @@ from PIL import Image
 from torch import nn
 
 from threeline import augment as augmentation
-from threeline import export, lr_finder, schedules
+from threeline import decode, export, lr_finder, schedules
 from threeline import features as feature_cache
 from threeline.checkpoints import Checkpoints
-from threeline.data import ImageData
+from threeline.data import ImageData, ImageFiles
 from threeline.images import is_image_file
 from threeline.interpret import Interpretation
 from threeline.model import Body, layer_groups, make_head, optimizer_groups
 from threeline.presize import Presized, presize
 from threeline.progress import EpochTable, Progress
-from threeline.transforms import Preprocess, normalize
+from threeline.transforms import Preprocess, center_crop_box, normalize
 from threeline.weights import DEFAULT_ARCH, cache_dir, create_backbone
 
 
@@ -254,7 +254,8 @@ class Learner:
         p = self.preprocess
         return {"arch": self.arch, "weights": self.weights_id, "size": p.size,
                 "crop_pct": p.crop_pct, "interpolation": p.interpolation,
-                "mean": list(p.mean), "std": list(p.std), "pool": "catavgmax"}
+                "mean": list(p.mean), "std": list(p.std), "pool": "catavgmax",
+                "decoder": "nvjpeg" if decode.available(self.device) else "pillow"}
 
     def features(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Cached activations of ``split``: (N, D) float32 and (N,) int64 labels, on the device.
@@ -282,8 +283,12 @@ class Learner:
                                        tensors["labels"].to(self.device))
         if not missing:
             return
-        files = [f for _, part, _ in missing for f in part.files]
-        acts = self._run_body(files, desc="precompute " + " + ".join(s for s, _, _ in missing))
+        names = "precompute " + " + ".join(s for s, _, _ in missing)
+        if all(self._presize_key(part.files) in self._presized for _, part, _ in missing):
+            # already decoded into memory (fine_tune does that first): no decoding at all
+            acts = torch.cat([self._run_body(part.files, desc=names) for _, part, _ in missing])
+        else:  # one set of decoding workers for all the splits
+            acts = self._run_body([f for _, part, _ in missing for f in part.files], desc=names)
         start = 0
         for split, part, key in missing:
             tensors = {"features": acts[start:start + len(part)].contiguous(),  # (N, D)
@@ -295,19 +300,24 @@ class Learner:
 
     @torch.inference_mode()
     def _run_body(self, items: Sequence, desc: str) -> torch.Tensor:
-        """Pooled activations (N, D) float32 on the CPU, for files or PIL images."""
+        """Pooled activations (N, D) float32 on the CPU, for files or PIL images.
+
+        They gather on the device and come back in one copy at the end: a copy per batch would
+        make the host wait for each forward pass instead of decoding the next batch meanwhile.
+        """
         self.body.eval()
-        out = torch.empty(len(items), self.body.out_features, dtype=torch.float32)
+        out = torch.empty(len(items), self.body.out_features, dtype=torch.float32,
+                          device=self.device)
         start = 0
         with Progress(len(items), desc, unit="img", enabled=self.progress) as bar:
             for images, _ in self._image_batches(items, None, shuffle=False,
                                                  batch_size=self._inference_batch_size()):
                 with self._autocast():
                     acts = self.body(images).float()  # (B, D)
-                out[start:start + len(acts)] = acts.cpu()
+                out[start:start + len(acts)] = acts
                 start += len(acts)
                 bar.update(len(acts))
-        return out
+        return out.cpu()
 
     def _inference_batch_size(self) -> int:
         """Images per forward pass without gradients: larger on CUDA; on a CPU, batches of
@@ -324,7 +334,8 @@ class Learner:
         cuda = self.device.type == "cuda"
         splits = (self.data.train, self.data.valid)
         split = next((s.files for s in splits if s.files is items), None)
-        if transform is None and split is not None and not self.precompute:
+        decoded = split is not None and self._presize_key(items) in self._presized
+        if transform is None and split is not None and (decoded or not self.precompute):
             cache = self._presized_cache(items, labels)  # decoded once, reused every epoch
             bs = batch_size or self.data.batch_size
             for start in range(0, len(cache), bs):
@@ -333,6 +344,9 @@ class Learner:
                 yield self._to_model_input(images), cache.labels[
                     start:start + len(index)].to(self.device)
             return
+        if transform is None and not shuffle and self._decodes_on_device(items):
+            yield from self._device_decoded_batches(items, labels, batch_size)
+            return
         generator = torch.Generator().manual_seed(self.seed + len(self.history))
         loader = self.data.loader(items, labels, transform or self.preprocess, shuffle=shuffle,
                                   pin_memory=cuda, generator=generator, batch_size=batch_size)
@@ -340,14 +354,45 @@ class Learner:
             images = self._to_model_input(images.to(self.device, non_blocking=True))
             yield images, targets.to(self.device, non_blocking=True)
 
+    def _decodes_on_device(self, items: Sequence) -> bool:
+        """JPEG files go to nvjpeg on a CUDA device (see :mod:`threeline.decode`)."""
+        return decode.available(self.device) and not any(
+            isinstance(item, Image.Image) for item in items)
+
+    def _device_decoded_batches(self, files: Sequence, labels: Sequence[int] | None,
+                                batch_size: int | None
+                                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The validation view of ``files``, decoded and cropped on the device, in order."""
+        p, data = self.preprocess, self.data
+        pillow = ImageFiles(list(files), labels, p, data.max_pixels)
+
+        def fallback(index: int) -> torch.Tensor:  # Pillow, reporting files that fail
+            image, failure = pillow.decode(index)
+            if failure is not None:
+                data.report_failure(str(files[index]), failure)
+            return image
+
+        batches = decode.DecodeBatches(
+            files, lambda w, h: center_crop_box(w, h, p.resize_to, p.size), self.device,
+            fallback, p.interpolation, data.max_pixels)
+        start, targets = 0, torch.tensor(pillow.labels, dtype=torch.int64)
+        for images in batches(batch_size or data.batch_size):
+            batch = torch.stack(images)  # (B, 3, S, S) uint8 on the device
+            yield (self._to_model_input(batch),
+                   targets[start:start + len(images)].to(self.device, non_blocking=True))
+            start += len(images)
+
+    def _presize_key(self, items: Sequence) -> tuple:
+        return (tuple(map(str, items)), self.preprocess.resize_to, self.preprocess.interpolation)
+
     def _presized_cache(self, items: Sequence, labels: Sequence[int] | None) -> Presized:
         """The decode-once uint8 cache of ``items`` (train or valid files), built on first use."""
-        p = self.preprocess
-        key = (tuple(map(str, items)), p.resize_to, p.interpolation)
+        p, key = self.preprocess, self._presize_key(items)
         if key not in self._presized:
             self._presized[key] = presize(items, labels, short=p.resize_to,
                                           interpolation=p.interpolation,
-                                          num_workers=self.data.num_workers, progress=self.progress)
+                                          num_workers=self.data.num_workers, progress=self.progress,
+                                          device=self.device)
         return self._presized[key]
 
     def _to_model_input(self, images: torch.Tensor) -> torch.Tensor:
@@ -409,6 +454,7 @@ class Learner:
         optimizer = self._optimizer(lrs, wd)
         rows: list[dict] = []
         devices = [self.device] if self.device.type == "cuda" else []
+        self._checkpoints().begin_fit()
         with torch.random.fork_rng(devices=devices):  # the caller's random state is untouched
             try:
                 self._run_epochs(rows, epochs, trainable, optimizer, shape)
@@ -427,6 +473,7 @@ class Learner:
             start = time.perf_counter()
             torch.manual_seed(self.seed * 100_003 + len(self.history))  # dropout, repeatable
             losses = []
+            self._set_train_mode(trainable)  # validate() at the end of an epoch sets eval mode
             for xb, yb in self._train_batches():
                 step = len(rows) * per_epoch + len(losses)
                 for group in optimizer.param_groups:
@@ -439,12 +486,12 @@ class Learner:
             self.history.append(row)
             rows.append(row)
             table.row(row)
-            self._end_epoch(row)
+            self._end_epoch(row, body_changed=trainable is not self.head)
 
-    def _end_epoch(self, row: dict) -> None:
+    def _end_epoch(self, row: dict, body_changed: bool = True) -> None:
         """After each finished epoch: save the ``last`` (and, if better, ``best``) weights."""
         self.interrupted = False  # True only while the latest fit ended with Ctrl-C
-        self._checkpoints().end_epoch(self, row)
+        self._checkpoints().end_epoch(self, row, body_changed)
 
     def _interrupted(self) -> None:
         """Ctrl-C during fit: go back to the last finished epoch, leave the learner usable.
@@ -562,13 +609,15 @@ class Learner:
             norm.train(self.train_bn and trains)
 
     def _train_step(self, trainable: nn.Module, optimizer, xb, yb) -> torch.Tensor:
-        self._set_train_mode(trainable)
+        """One optimizer step on a batch (train mode already set); returns the loss on the
+        device (no synchronization)."""
         net = trainable
         if self.compile and trainable is not self.head:
             if self._compiled is None:
                 self._compiled = torch.compile(trainable)
             net = self._compiled
-        with self._autocast():
+        # the head alone on cached activations: float32, cheaper than casting a small MLP
+        with self._autocast() if trainable is not self.head else contextlib.nullcontext():
             logits = net(xb)
             loss = F.cross_entropy(logits.float(), yb)
         optimizer.zero_grad(set_to_none=True)
@@ -641,21 +690,26 @@ class Learner:
         """
         return lr_finder.lr_find(self, start_lr, end_lr, num_it, mode, wd)
 
-    def fine_tune(self, epochs: int = 3, base_lr: float = 1e-3, freeze_epochs: int = 1,
-                  lr_ratio: float = 10.0, wd: float = 0.01) -> list[dict]:
-        """Head first, then the whole network with smaller rates for early layers.
+    def fine_tune(self, epochs: int = 3, base_lr: float = 1e-3, freeze_epochs: int = 3,
+                  lr_ratio: float = 100.0, head_lr: float = 1e-2, wd: float = 0.01) -> list[dict]:
+        """Lesson 1's recipe: the head on cached activations, then the whole network.
 
-        1. ``freeze_epochs`` epochs of the head alone (on cached activations if ``precompute``)
-           at ``base_lr``, one-cycle;
-        2. unfreeze, then ``epochs`` epochs of the whole network, one-cycle, with rates
-           ``slice(base_lr / (2 * lr_ratio), base_lr / 2)``: the head at half the first stage's
-           rate, the earliest layers ``lr_ratio`` times lower.
+        1. ``freeze_epochs`` epochs of the head alone at ``head_lr``, one-cycle, on activations
+           of the un-augmented images (the body runs once; a later run with the same data
+           reuses them from the cache);
+        2. unfreeze, then ``epochs`` epochs of the whole network on augmented images (when
+           ``augment`` is set), one-cycle, with rates ``slice(base_lr / (2 * lr_ratio),
+           base_lr / 2)``: the earliest layers ``lr_ratio`` times lower than the head.
 
-        The defaults come from ``benchmarks/recipes.py`` on Dogs vs Cats (efficientnet_lite2,
-        260 px, 10,000 training images, one H100): ``fine_tune(3)`` reached 99.55 % valid
-        accuracy; ``base_lr=2e-3, lr_ratio=100`` reached 98.45 % in two epochs on 4,000 images
-        where these defaults reached 99.15 %. The body's BatchNorm statistics stay frozen
-        (see ``train_bn``).
+        Images are decoded once, before the first stage, and kept in memory for both.
+
+        The defaults come from ``benchmarks/recipes.py`` (efficientnet_lite2, 260 px, one H100;
+        ``benchmarks/results/recipes-nvidia-h100-2026-11-27.md``). On ants vs bees (245
+        photos), ``fine_tune(2)`` reached 96.08-96.73 % over three seeds with ``lr_ratio=100``
+        against 93.46-96.08 % with 10; training the head on augmented images for one epoch
+        instead of three on the cache gave 93.46-96.73 %. On Dogs vs Cats (10,000 photos),
+        ``fine_tune(3)`` reached 99.00-99.45 % over three seeds and ``fine_tune(5)`` 99.50 %
+        (99.65 % with :meth:`tta`).
 
         Returns:
             The epoch rows of both stages.
@@ -666,11 +720,19 @@ class Learner:
             ...     ImageData.from_folder(demo_path(), size=128), progress=False)
             >>> rows = learn.fine_tune(1)  # doctest: +SKIP
         """
-        _check_positive(epochs=epochs, base_lr=base_lr, lr_ratio=lr_ratio)
+        _check_positive(epochs=epochs, base_lr=base_lr, lr_ratio=lr_ratio, head_lr=head_lr)
+        if not isinstance(freeze_epochs, int) or freeze_epochs < 0:
+            raise ValueError(f"freeze_epochs must be an int >= 0, got {freeze_epochs!r}.")
         rows: list[dict] = []
+        for split in (self.data.train, self.data.valid):  # decoded once, for both stages
+            self._presized_cache(split.files, split.labels)
         if freeze_epochs > 0:
             self.freeze()
-            rows += self.fit(base_lr, freeze_epochs, wd=wd)
+            augment, self._augment, self._precompute = self._augment, None, True
+            try:
+                rows += self.fit(head_lr, freeze_epochs, wd=wd)
+            finally:
+                self._augment, self._precompute = augment, False
             if self.interrupted:  # Ctrl-C in the first stage stops the recipe
                 return rows
         self.unfreeze()
@@ -683,8 +745,9 @@ class Learner:
         """Log-probabilities (N, C) averaged over the plain view and ``n`` augmented copies.
 
         Probabilities (not logits) are averaged, then logged, so the result reads like
-        :meth:`predict`. The copies use a mild version of the training augmentation (flips and a
-        gentle zoom; see :meth:`threeline.augment.Augment.for_tta`), or of ``side_on`` when the
+        :meth:`predict`. When the augmentation flips, the first copy is the plain view's mirror
+        image; the others use a mild version of the training augmentation (flips and a gentle
+        zoom; see :meth:`threeline.augment.Augment.for_tta`), or of ``side_on`` when the
         learner has none.
 
         Args:
@@ -707,8 +770,9 @@ class Learner:
         else:  # new images: decoded for this call only
             cache = presize(files, None, short=self.preprocess.resize_to,
                             interpolation=self.preprocess.interpolation,
-                            num_workers=self.data.num_workers)
+                            num_workers=self.data.num_workers, device=self.device)
         aug = (self._augment or augmentation.side_on()).for_tta()
+        flip = aug.flip or aug.dihedral
         generator = torch.Generator().manual_seed(seed)
         self.body.eval()
         self.head.eval()
@@ -717,8 +781,9 @@ class Learner:
         for view in range(n + 1):
             for start in range(0, len(cache), bs):
                 index = list(range(start, min(start + bs, len(cache))))
-                if view == 0:
+                if view <= 1 and (view == 0 or flip):  # the plain view, and its mirror image
                     images = cache.center_crops(index, size).to(self.device).float().div_(255.0)
+                    images = images if view == 0 else images.flip(-1)  # (B, 3, S, S)
                 else:
                     padded, sizes, _ = cache.batch(index)
                     images = aug(padded.to(self.device), sizes, size, generator)

@@ -178,6 +178,7 @@ def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10.0, num_it
             optimizer = learn._optimizer([schedule[0]] * len(learn.layer_groups()), wd)
             trainable = learn.head if learn.precompute else learn.model
             batches = _endless(learn)
+            learn._set_train_mode(trainable)
             for step, lr in enumerate(schedule):
                 for group in optimizer.param_groups:
                     group["lr"] = lr

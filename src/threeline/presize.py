@@ -15,17 +15,18 @@ Memory: 3 x short x (up to max_ratio x short) bytes per image, e.g. about 0.2 MB
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from threeline import decode
 from threeline.data import ImageFiles, default_workers
 from threeline.images import load_image
 from threeline.progress import Progress
+from threeline.transforms import Box, pil_to_tensor, resize_box
 
 
 @dataclass
@@ -91,28 +92,37 @@ class PresizeImage:
         if short < 8 or max_ratio < 1:
             raise ValueError(f"Need short >= 8 and max_ratio >= 1, got {short!r}, {max_ratio!r}.")
         self.short, self.max_ratio = int(short), float(max_ratio)
-        self.resample = getattr(Image.Resampling, interpolation.upper(), Image.Resampling.BICUBIC)
+        self.interpolation = interpolation
 
     def __call__(self, source) -> torch.Tensor:
         image = load_image(source, min_size=self.short)
-        w, h = image.size
-        scale = self.short / min(w, h)
-        new_w, new_h = max(self.short, round(w * scale)), max(self.short, round(h * scale))
-        image = image.resize((new_w, new_h), self.resample)
-        bound = int(self.max_ratio * self.short)
-        # keep the cropped-away margin even so a later center crop lands where a direct one would
-        keep_w = new_w if new_w <= bound else bound - (new_w - bound) % 2
-        keep_h = new_h if new_h <= bound else bound - (new_h - bound) % 2
-        left, top = (new_w - keep_w) // 2, (new_h - keep_h) // 2
-        image = image.crop((left, top, left + keep_w, top + keep_h))
-        array = np.asarray(image, dtype=np.uint8)  # (h, w, 3)
-        return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+        image = resize_box(image, presize_box(*image.size, self.short, self.max_ratio),
+                           self.interpolation)
+        return pil_to_tensor(image)
+
+
+def presize_box(w: int, h: int, short: int, max_ratio: float = 1.5) -> Box:
+    """Shorter side to ``short`` (aspect kept); a longer side beyond ``max_ratio`` x ``short``
+    center-cropped to that bound, with an even margin so that a later center crop lands where
+    a direct one would.
+
+    Example:
+        >>> presize_box(1000, 300, short=100)
+        Box(new_w=333, new_h=100, left=92, top=0, width=149, height=100)
+    """
+    scale = short / min(w, h)
+    new_w, new_h = max(short, round(w * scale)), max(short, round(h * scale))
+    bound = int(max_ratio * short)
+    keep_w = new_w if new_w <= bound else bound - (new_w - bound) % 2
+    keep_h = new_h if new_h <= bound else bound - (new_h - bound) % 2
+    return Box(new_w, new_h, (new_w - keep_w) // 2, (new_h - keep_h) // 2, keep_w, keep_h)
 
 
 def presize(items: Sequence, labels: Sequence[int] | None, short: int, max_ratio: float = 1.5,
             interpolation: str = "bicubic", num_workers: int | None = None,
-            progress: bool = False) -> Presized:
-    """Decode ``items`` once, in parallel worker processes, into an in-memory :class:`Presized`.
+            progress: bool = False, device: torch.device | None = None) -> Presized:
+    """Decode ``items`` once into an in-memory :class:`Presized`: on a CUDA ``device``, ordinary
+    JPEGs with nvjpeg (:mod:`threeline.decode`); otherwise in parallel worker processes.
 
     Example:
         >>> from threeline.data import demo_path
@@ -121,19 +131,40 @@ def presize(items: Sequence, labels: Sequence[int] | None, short: int, max_ratio
         4
     """
     transform = PresizeImage(short, max_ratio, interpolation)
-    workers = default_workers() if num_workers is None else num_workers
-    workers = min(workers, max(0, len(items) // 32))
-    loader = DataLoader(ImageFiles(list(items), labels, transform), batch_size=16,
-                        num_workers=workers, collate_fn=_as_list)
+    dataset = ImageFiles(list(items), labels, transform)
     images: list[torch.Tensor] = []
-    targets: list[int] = []
     with Progress(len(items), "decode images", unit="img", enabled=progress) as bar:
-        for chunk in loader:
-            for image, label in chunk:
-                images.append(image)
-                targets.append(int(label))
+        for chunk in _decoded(dataset, transform, device, num_workers):
+            images += chunk
             bar.update(len(chunk))
-    return Presized(images, torch.tensor(targets, dtype=torch.int64), int(short))
+    return Presized(images, torch.tensor(dataset.labels, dtype=torch.int64), int(short))
+
+
+def _decoded(dataset: ImageFiles, transform: PresizeImage, device: torch.device | None,
+             num_workers: int | None) -> Iterator[list[torch.Tensor]]:
+    """The dataset's images, in order, in chunks of CPU tensors."""
+    files = dataset.files
+    if device is not None and decode.available(device) and not any(
+            isinstance(f, Image.Image) for f in files):
+        batches = decode.DecodeBatches(
+            files, lambda w, h: presize_box(w, h, transform.short, transform.max_ratio),
+            device, fallback=lambda i: dataset[i][0], interpolation=transform.interpolation,
+            max_pixels=dataset.max_pixels)
+        for chunk in batches(batch_size=256):
+            yield _to_cpu(chunk)
+        return
+    workers = default_workers() if num_workers is None else num_workers
+    workers = min(workers, max(0, len(files) // 32))
+    loader = DataLoader(dataset, batch_size=16, num_workers=workers, collate_fn=_as_list)
+    for chunk in loader:
+        yield [image for image, _ in chunk]
+
+
+def _to_cpu(images: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Device tensors -> CPU tensors of the same shapes, in one copy."""
+    flat = torch.cat([image.reshape(-1) for image in images]).cpu()
+    sizes = [image.numel() for image in images]
+    return [part.view(image.shape) for part, image in zip(flat.split(sizes), images, strict=True)]
 
 
 def _as_list(samples: list) -> list:

@@ -60,15 +60,42 @@ class Preprocess:
         return pil_to_tensor(image)
 
 
+@dataclass(frozen=True)
+class Box:
+    """Resize a picture to ``new_w`` x ``new_h``, then keep the ``width`` x ``height`` window
+    whose top-left corner is (``left``, ``top``)."""
+
+    new_w: int
+    new_h: int
+    left: int
+    top: int
+    width: int
+    height: int
+
+
+def center_crop_box(w: int, h: int, short: int, crop: int) -> Box:
+    """The validation view: shorter side to ``short`` (aspect kept), center ``crop`` square.
+
+    Example:
+        >>> center_crop_box(400, 300, short=256, crop=224)
+        Box(new_w=341, new_h=256, left=58, top=16, width=224, height=224)
+    """
+    scale = short / min(w, h)
+    new_w, new_h = max(crop, round(w * scale)), max(crop, round(h * scale))
+    return Box(new_w, new_h, (new_w - crop) // 2, (new_h - crop) // 2, crop, crop)
+
+
 def resize_center_crop(image: Image.Image, short: int, crop: int,
                        interpolation: str) -> Image.Image:
     """Resize so the shorter side is ``short`` (keeping the aspect ratio), then center-crop."""
-    w, h = image.size
-    scale = short / min(w, h)
-    new_w, new_h = max(crop, round(w * scale)), max(crop, round(h * scale))
-    image = image.resize((new_w, new_h), _RESAMPLE.get(interpolation, Image.Resampling.BICUBIC))
-    left, top = (new_w - crop) // 2, (new_h - crop) // 2
-    return image.crop((left, top, left + crop, top + crop))
+    return resize_box(image, center_crop_box(*image.size, short, crop), interpolation)
+
+
+def resize_box(image: Image.Image, box: Box, interpolation: str) -> Image.Image:
+    """Apply a :class:`Box` to a PIL image."""
+    resample = _RESAMPLE.get(interpolation, Image.Resampling.BICUBIC)
+    image = image.resize((box.new_w, box.new_h), resample)
+    return image.crop((box.left, box.top, box.left + box.width, box.top + box.height))
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:

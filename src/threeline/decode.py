@@ -1,0 +1,205 @@
+"""Decoding JPEG files on the GPU: nvjpeg, then resizing there, a batch at a time.
+
+On a CUDA machine the network is fast enough that decoding in worker processes with Pillow
+becomes the limit. Here threads only read the files' bytes; nvjpeg decodes a whole batch on the
+GPU, and the resize and crop (the same :class:`~threeline.transforms.Box` as the Pillow path,
+antialiased like Pillow) run there too, one call per group of same-sized pictures.
+
+Only ordinary JPEGs take this path: 1 or 3 channels, no EXIF rotation, no Adobe color transform,
+ending with an end-of-image marker (so a truncated file is not decoded silently). Everything else
+(PNG, rotated phone photos, CMYK, broken files) goes through ``fallback`` (Pillow, in threads),
+which also reports files that cannot be decoded.
+
+    batches = DecodeBatches(files, box=lambda w, h: center_crop_box(w, h, 297, 260),
+                            device=torch.device("cuda"), fallback=pillow_decode)
+    for images in batches(batch_size=256):  # a list of uint8 (3, 260, 260) tensors on the GPU
+        ...
+
+It also runs on the CPU (libjpeg-turbo through torchvision), which is how the tests check it
+without a GPU, but there Pillow in worker processes is as fast and is what the learner uses.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from threeline.images import MAX_PIXELS
+from threeline.jpeg import jpeg_info
+from threeline.transforms import Box
+
+BoxFor = Callable[[int, int], Box]  # (width, height) of a picture -> what to keep of it
+_MODES = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest-exact"}
+_GROUP = 64  # pictures resized in one call, at most (bounds the float copy's memory)
+
+
+def available(device: torch.device) -> bool:
+    """True when JPEGs can be decoded on ``device``: a CUDA device and torchvision's nvjpeg.
+
+    Example:
+        >>> available(torch.device("cpu"))
+        False
+    """
+    if device.type != "cuda":
+        return False
+    try:
+        from torchvision.io import decode_jpeg  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(torch.ops.image, "decode_jpegs_cuda")
+
+
+def suited(data: bytes | bytearray, max_pixels: int | None = MAX_PIXELS) -> bool:
+    """True when ``data`` (a whole file) is an ordinary JPEG that torch decodes exactly as
+    Pillow would; False sends it to Pillow.
+
+    Example:
+        >>> from threeline.data import demo_path
+        >>> suited(next((demo_path() / "train" / "cats").iterdir()).read_bytes())
+        True
+        >>> suited(b"GIF89a...")
+        False
+    """
+    info = jpeg_info(bytes(data[:65_536]))
+    if info is None or not info.plain:
+        return False
+    if max_pixels is not None and info.width * info.height > max_pixels:
+        return False
+    return bytes(data[-32:]).rstrip(b"\x00\n\r ").endswith(b"\xff\xd9")
+
+
+class DecodeBatches:
+    """Files -> lists of uint8 (3, h, w) tensors on ``device``, ``box`` applied, in order.
+
+    Args:
+        files: image files.
+        box: what to keep of a (width, height) picture, e.g. a center crop.
+        device: where to decode and resize.
+        fallback: file index -> uint8 (3, h, w) CPU tensor with ``box`` applied, for the files
+            this path does not take (called in threads; Pillow releases the interpreter lock).
+        interpolation: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``, as in the Pillow path.
+        threads: threads reading files (and running ``fallback``).
+    """
+
+    def __init__(self, files: Sequence[str | Path], box: BoxFor, device: torch.device,
+                 fallback: Callable[[int], torch.Tensor], interpolation: str = "bicubic",
+                 max_pixels: int | None = MAX_PIXELS, threads: int = 8):
+        self.files, self.box, self.device, self.fallback = list(files), box, device, fallback
+        self.mode = _MODES.get(interpolation, "bicubic")
+        self.max_pixels, self.threads = max_pixels, threads
+        self.taken = 0  # files decoded by torch (the rest went to fallback)
+
+    def __call__(self, batch_size: int) -> Iterator[list[torch.Tensor]]:
+        starts = range(0, len(self.files), batch_size)
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="read") as pool:
+            # read one batch ahead while the device works on the current one
+            pending = [self._read(pool, s, batch_size) for s in starts[:2]]
+            for i, _ in enumerate(starts):
+                reads = pending.pop(0)
+                if i + 2 < len(starts):
+                    pending.append(self._read(pool, starts[i + 2], batch_size))
+                yield self._batch(pool, [(index, f.result()) for index, f in reads])
+
+    def _read(self, pool: ThreadPoolExecutor, start: int,
+              batch_size: int) -> list[tuple[int, Future]]:
+        stop = min(start + batch_size, len(self.files))
+        return [(i, pool.submit(_read_suited, self.files[i], self.max_pixels))
+                for i in range(start, stop)]
+
+    def _batch(self, pool: ThreadPoolExecutor,
+               reads: list[tuple[int, bytearray | None]]) -> list[torch.Tensor]:
+        out: dict[int, torch.Tensor] = {}
+        gpu = [(i, data) for i, data in reads if data is not None]
+        decoded = _decode([torch.frombuffer(data, dtype=torch.uint8) for _, data in gpu],
+                          self.device)
+        pillow = [i for i, data in reads if data is None]
+        pillow += [i for (i, _), image in zip(gpu, decoded, strict=True) if image is None]
+        later = {i: pool.submit(self.fallback, i) for i in pillow}
+        ok = [(i, image) for (i, _), image in zip(gpu, decoded, strict=True) if image is not None]
+        self.taken += len(ok)
+        boxes = [self.box(int(image.shape[2]), int(image.shape[1])) for _, image in ok]
+        for (i, _), image in zip(ok, apply_boxes([im for _, im in ok], boxes, self.mode),
+                                 strict=True):
+            out[i] = image
+        for i, future in later.items():
+            out[i] = future.result().to(self.device, non_blocking=True)
+        return [out[i] for i, _ in reads]
+
+
+def _read_suited(path: str | Path, max_pixels: int | None) -> bytearray | None:
+    """The file's bytes when torch should decode it, else None (Pillow will)."""
+    try:
+        with open(path, "rb") as f:
+            data = bytearray(os.fstat(f.fileno()).st_size)
+            if f.readinto(data) != len(data):
+                return None
+    except OSError:
+        return None
+    return data if suited(data, max_pixels) else None
+
+
+def _decode(datas: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
+    """Decode to RGB uint8 (3, h, w) on ``device``: the whole list at once, or one by one when
+    a file in it fails (None for the files that fail)."""
+    if not datas:
+        return []
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its image decoders (for TorchCodec, which has no batched
+        # GPU decoding yet); the fallback covers a torchvision without them
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return list(decode_jpeg(datas, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError:
+            pass
+        out: list[torch.Tensor | None] = []
+        for data in datas:
+            try:
+                out.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+            except RuntimeError:
+                out.append(None)
+        return out
+
+
+def apply_boxes(images: list[torch.Tensor], boxes: list[Box],
+                mode: str = "bicubic") -> list[torch.Tensor]:
+    """Resize each uint8 (3, h, w) image to its box's size and cut the box's window out.
+
+    Pictures of one shape and box are resized together, in groups of up to 64. Antialiased,
+    like Pillow, when shrinking; rounded back to uint8.
+
+    Example:
+        >>> from threeline.transforms import center_crop_box
+        >>> image = torch.randint(0, 256, (3, 300, 400), dtype=torch.uint8)
+        >>> apply_boxes([image], [center_crop_box(400, 300, 256, 224)])[0].shape
+        torch.Size([3, 224, 224])
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, (image, box) in enumerate(zip(images, boxes, strict=True)):
+        groups.setdefault((tuple(image.shape), box), []).append(i)
+    out: list[torch.Tensor | None] = [None] * len(images)
+    for (shape, box), members in groups.items():
+        for start in range(0, len(members), _GROUP):
+            part = members[start:start + _GROUP]
+            x = torch.stack([images[i] for i in part])  # (G, 3, h, w) uint8
+            if (box.new_h, box.new_w) != shape[1:]:
+                x = _resize(x, box.new_h, box.new_w, mode)
+            x = x[:, :, box.top:box.top + box.height, box.left:box.left + box.width]
+            for j, i in enumerate(part):
+                out[i] = x[j]
+    return out  # type: ignore[return-value]
+
+
+def _resize(x: torch.Tensor, height: int, width: int, mode: str) -> torch.Tensor:
+    """uint8 (G, 3, h, w) -> uint8 (G, 3, height, width)."""
+    if mode == "nearest-exact":
+        return F.interpolate(x, size=(height, width), mode=mode)
+    y = F.interpolate(x.float(), size=(height, width), mode=mode, antialias=True)
+    return y.round_().clamp_(0, 255).to(torch.uint8)

@@ -1,0 +1,139 @@
+"""JPEG headers read without Pillow, and decoding with torch (nvjpeg on a GPU), checked against
+Pillow on real photos and on the odd-file corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_bad_inputs import make_corpus
+from threeline import decode
+from threeline.images import probe_image, quick_header
+from threeline.jpeg import HEAD_BYTES, jpeg_info
+from threeline.presize import PresizeImage, presize_box
+from threeline.transforms import Preprocess, center_crop_box
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, dogscats_demo) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("corpus"), dogscats_demo)
+
+
+def _all_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def test_quick_header_agrees_with_pillow_or_defers(corpus, hymenoptera_demo):
+    photos = [p for p in _all_files(hymenoptera_demo) if p.suffix == ".jpg"]
+    assert len(photos) > 50
+    assert all(quick_header(p) == probe_image(p) for p in photos)  # ordinary JPEGs: no Pillow
+    deferred = set()
+    for path in _all_files(corpus):
+        quick = quick_header(path)
+        if quick is None:
+            deferred.add(path.name)
+            continue
+        assert quick == probe_image(path), path
+    # Pillow is asked about everything that is not an ordinary, complete-headed JPEG
+    assert {"palette.png", "anim.gif", "photo.webp", "text.jpg", "empty.jpg"} <= deferred
+    assert "rotated.jpg" not in deferred and quick_header(corpus / "train/cats/rotated.jpg") == (
+        200, 120)  # stored 120 wide and 200 high, displayed turned a quarter
+
+
+def test_jpeg_info_reads_channels_rotation_and_coding(corpus):
+    cats = corpus / "train" / "cats"
+
+    def info(name):
+        return jpeg_info((cats / name).read_bytes()[:HEAD_BYTES])
+
+    assert info("gray.jpg").channels == 1 and info("gray.jpg").plain
+    assert info("cmyk.jpg").channels == 4 and not info("cmyk.jpg").plain
+    assert info("rotated.jpg").orientation == 6 and not info("rotated.jpg").plain
+    assert info("large.jpg").upright_size == (4000, 3000)
+    assert jpeg_info((cats / "palette.png").read_bytes()) is None
+
+
+def test_only_ordinary_complete_jpegs_are_suited(corpus):
+    dogs, cats = corpus / "train" / "dogs", corpus / "train" / "cats"
+    assert decode.suited((cats / "gray.jpg").read_bytes())
+    for name in ("cmyk.jpg", "rotated.jpg", "palette.png"):
+        assert not decode.suited((cats / name).read_bytes()), name
+    assert not decode.suited((dogs / "truncated.jpg").read_bytes())  # no end-of-image marker
+    assert not decode.suited((cats / "large.jpg").read_bytes(), max_pixels=1_000_000)
+
+
+@pytest.mark.parametrize("view", ["center_crop", "presize"])
+def test_torch_decoding_matches_pillow(corpus, view):
+    """The path CUDA takes, run on the CPU: same shapes, pixels within rounding of Pillow."""
+    cats = corpus / "train" / "cats"
+    files = sorted(p for p in cats.rglob("*") if p.is_file())
+    if view == "center_crop":
+        pillow = Preprocess(size=96)
+
+        def box(w, h):
+            return center_crop_box(w, h, pillow.resize_to, pillow.size)
+    else:
+        pillow = PresizeImage(short=80)
+
+        def box(w, h):
+            return presize_box(w, h, 80)
+    called = []
+
+    def fallback(index: int) -> torch.Tensor:
+        called.append(files[index].name)
+        return pillow(files[index])
+
+    batches = decode.DecodeBatches(files, box, torch.device("cpu"), fallback, threads=2)
+    images = [image for chunk in batches(batch_size=5) for image in chunk]
+    assert len(images) == len(files)
+    assert batches.taken == len(files) - len(called) >= 12
+    assert {"rotated.jpg", "cmyk.jpg", "palette.png", "anim.gif"} <= set(called)
+    for path, image in zip(files, images, strict=True):
+        reference = pillow(path)
+        assert image.dtype == torch.uint8 and image.shape == reference.shape, path.name
+        # different JPEG decoders and resize kernels: a level or two apart, no more
+        assert (image.float() - reference.float()).abs().mean() < 2.0, path.name
+
+
+def test_broken_jpegs_go_to_the_fallback(corpus):
+    dogs = corpus / "train" / "dogs"
+    files = [p for p in sorted(dogs.glob("*.jpg")) if not p.is_symlink() and p.name[0] != "."]
+    called = []
+    pillow = Preprocess(size=64)
+
+    def fallback(index: int) -> torch.Tensor:
+        called.append(files[index].name)
+        return torch.full((3, 64, 64), 128, dtype=torch.uint8)
+
+    box = lambda w, h: center_crop_box(w, h, pillow.resize_to, 64)  # noqa: E731
+    batches = decode.DecodeBatches(files, box, torch.device("cpu"), fallback)
+    images = [image for chunk in batches(batch_size=64) for image in chunk]
+    assert sorted(called) == ["empty.jpg", "text.jpg", "truncated.jpg"]
+    assert all(image.shape == (3, 64, 64) for image in images)
+
+
+def test_apply_boxes_groups_and_crops():
+    a = torch.randint(0, 256, (3, 30, 40), dtype=torch.uint8)
+    b = torch.randint(0, 256, (3, 50, 20), dtype=torch.uint8)
+    boxes = [center_crop_box(40, 30, 30, 24), center_crop_box(20, 50, 30, 24)]
+    out = decode.apply_boxes([a, b, a], boxes + boxes[:1])
+    assert [tuple(x.shape) for x in out] == [(3, 24, 24)] * 3
+    assert torch.equal(out[0], out[2])
+    assert torch.equal(out[0], a[:, 3:27, 8:32])  # already the right size: only cropped
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (nvjpeg)")
+def test_nvjpeg_matches_pillow_on_the_gpu(hymenoptera_demo):
+    files = [p for p in _all_files(hymenoptera_demo) if p.suffix == ".jpg"]
+    pillow = Preprocess(size=224)
+    device = torch.device("cuda")
+    assert decode.available(device)
+    box = lambda w, h: center_crop_box(w, h, pillow.resize_to, 224)  # noqa: E731
+    batches = decode.DecodeBatches(files, box, device, lambda i: pillow(files[i]))
+    images = [image for chunk in batches(batch_size=32) for image in chunk]
+    assert batches.taken == len(files)
+    for path, image in zip(files, images, strict=True):
+        assert image.device.type == "cuda"
+        assert (image.cpu().float() - pillow(path).float()).abs().mean() < 2.0, path.name
