@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from threeline import ImageData, Learner
+from threeline import ImageData, Learner, features
+from threeline.batches import inference_batch_size
 from threeline.data import Split
 from threeline.transforms import normalize
 
@@ -52,7 +53,7 @@ def machine() -> str:
 def bare_forward(learn: Learner, batches: int) -> tuple[float, int]:
     """Images/s of the body alone on one decoded batch repeated (no decoding, no disk), at the
     batch size, dtype and memory format that precompute uses; and that batch size."""
-    batch_size = learn._inference_batch_size()
+    batch_size = inference_batch_size(learn)
     files = (learn.data.train.files * batch_size)[:batch_size]
     images = torch.stack([learn.preprocess(f) for f in files]).to(learn.device)  # uint8
     sync = torch.cuda.synchronize if learn.device.type == "cuda" else (lambda: None)
@@ -74,14 +75,14 @@ def bare_forward(learn: Learner, batches: int) -> tuple[float, int]:
 COLD = """
 import sys, time
 t = [time.perf_counter()]
-from threeline import ImageData, Learner
+from threeline import ImageData, Learner, features
 t.append(time.perf_counter())
 data = ImageData.from_folder(sys.argv[1], size=None if sys.argv[3] == 'None' else int(sys.argv[3]))
 t.append(time.perf_counter())
 learn = Learner.pretrained(sys.argv[2], data, precompute=True, cache_dir=sys.argv[4],
                            progress=False)
 t.append(time.perf_counter())
-learn._cache_features(["train", "valid"])
+features.ensure(learn, ["train", "valid"])
 t.append(time.perf_counter())
 learn.fit(0.01, 3)
 t.append(time.perf_counter())
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
         sync = torch.cuda.synchronize if learn.device.type == "cuda" else (lambda: None)
         bare_before, inference_batch = bare_forward(learn, args.bare_batches)
         start = time.perf_counter()
-        learn._cache_features(["train", "valid"])
+        features.ensure(learn, ["train", "valid"])
         sync()
         pre = time.perf_counter() - start
         # measured on both sides of the precompute: a shared machine's speed drifts

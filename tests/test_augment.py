@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from threeline import ImageData, Learner
+from threeline import ImageData, Learner, batches
 from threeline.augment import Augment, side_on, top_down
 from threeline.presize import presize
 from threeline.transforms import Preprocess
@@ -77,9 +77,9 @@ def test_augment_precompute_warns_and_switches_off(dogscats_demo):
 def test_training_batches_are_augmented_with_labels_kept(dogscats_demo):
     data = ImageData.from_folder(dogscats_demo, size=64, batch_size=80)
     learn = Learner.pretrained("efficientnet_lite0", data, augment="side_on", progress=False)
-    (xb, yb), = list(learn._train_batches())
+    (xb, yb), = list(batches.train_batches(learn))
     plain = Learner.pretrained("efficientnet_lite0", data, progress=False)
-    (xp, yp), = list(plain._train_batches())
+    (xp, yp), = list(batches.train_batches(plain))
     assert xb.shape == xp.shape == (80, 3, 64, 64)
     assert torch.equal(yb, yp)  # same seed, same order
     assert (xb - xp).abs().mean() > 0.05

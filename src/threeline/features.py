@@ -4,6 +4,8 @@ The cache key covers everything that changes the activations: the backbone and i
 preprocessing (size, crop, interpolation, normalization) and the files (path, size, mtime). Any
 change gives a new key, so a stale cache is never read. Files are written to a temporary name and
 renamed into place, so a killed run never leaves a half-written cache behind.
+
+:func:`ensure` fills a learner's activations, from the cache or by running its body once.
 """
 
 from __future__ import annotations
@@ -13,9 +15,16 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from threeline import batches
+from threeline.progress import Progress
+
+if TYPE_CHECKING:
+    from threeline.learner import Learner
 
 FORMAT_VERSION = 1
 
@@ -64,3 +73,58 @@ def save(folder: Path, key: str, tensors: dict[str, torch.Tensor]) -> Path:
     save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp))
     os.replace(tmp, path)
     return path
+
+
+def ensure(learn: Learner, splits: Sequence[str]) -> None:
+    """Read each split's activations from the cache; compute the missing ones in one pass
+    of the body (one set of decoding workers for all of them), then cache them per split."""
+    folder, missing = learn.cache / "features", []
+    for split in splits:
+        if split in learn._cached:
+            continue
+        part = learn.data.split(split)
+        key = cache_key(learn.backbone_description(), part.files, part.labels)
+        tensors = load(folder, key)
+        if tensors is None:
+            missing.append((split, part, key))
+        else:
+            learn._cached[split] = (tensors["features"].to(learn.device),
+                                    tensors["labels"].to(learn.device))
+    if not missing:
+        return
+    names = "precompute " + " + ".join(s for s, _, _ in missing)
+    if all(batches.presize_key(learn, part.files) in learn._presized for _, part, _ in missing):
+        # already decoded into memory (fine_tune does that first): no decoding at all
+        acts = torch.cat([run_body(learn, part.files, desc=names) for _, part, _ in missing])
+    else:  # one set of decoding workers for all the splits
+        acts = run_body(learn, [f for _, part, _ in missing for f in part.files], desc=names)
+    start = 0
+    for split, part, key in missing:
+        tensors = {"features": acts[start:start + len(part)].contiguous(),  # (N, D)
+                   "labels": torch.tensor(part.labels, dtype=torch.int64)}
+        start += len(part)
+        save(folder, key, tensors)
+        learn._cached[split] = (tensors["features"].to(learn.device),
+                                tensors["labels"].to(learn.device))
+
+
+@torch.inference_mode()
+def run_body(learn: Learner, items: Sequence, desc: str) -> torch.Tensor:
+    """Pooled activations (N, D) float32 on the CPU, for files or PIL images.
+
+    They gather on the device and come back in one copy at the end: a copy per batch would
+    make the host wait for each forward pass instead of decoding the next batch meanwhile.
+    """
+    learn.body.eval()
+    out = torch.empty(len(items), learn.body.out_features, dtype=torch.float32,
+                      device=learn.device)
+    start = 0
+    with Progress(len(items), desc, unit="img", enabled=learn.progress) as bar:
+        size = batches.inference_batch_size(learn)
+        for images, _ in batches.image_batches(learn, items, None, False, batch_size=size):
+            with learn._autocast():
+                acts = learn.body(images).float()  # (B, D)
+            out[start:start + len(acts)] = acts
+            start += len(acts)
+            bar.update(len(acts))
+    return out.cpu()

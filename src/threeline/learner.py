@@ -11,7 +11,7 @@ import contextlib
 import os
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,16 +21,16 @@ from PIL import Image
 from torch import nn
 
 from threeline import augment as augmentation
-from threeline import decode, export, lr_finder, schedules
+from threeline import batches, decode, export, lr_finder, schedules
 from threeline import features as feature_cache
 from threeline.checkpoints import Checkpoints
-from threeline.data import ImageData, ImageFiles
+from threeline.data import ImageData
 from threeline.images import is_image_file
 from threeline.interpret import Interpretation
 from threeline.model import Body, layer_groups, make_head, optimizer_groups
 from threeline.presize import Presized, presize
-from threeline.progress import EpochTable, Progress
-from threeline.transforms import Preprocess, center_crop_box, normalize
+from threeline.progress import EpochTable
+from threeline.transforms import Preprocess
 from threeline.weights import DEFAULT_ARCH, cache_dir, create_backbone
 
 
@@ -263,143 +263,8 @@ class Learner:
         Computed once (and written to the cache folder); later calls and later runs read them.
         """
         if split not in self._cached:
-            self._cache_features([split])
+            feature_cache.ensure(self, [split])
         return self._cached[split]
-
-    def _cache_features(self, splits: Sequence[str]) -> None:
-        """Read each split's activations from the cache; compute the missing ones in one pass
-        of the body (one set of decoding workers for all of them), then cache them per split."""
-        folder, missing = self.cache / "features", []
-        for split in splits:
-            if split in self._cached:
-                continue
-            part = self.data.split(split)
-            key = feature_cache.cache_key(self.backbone_description(), part.files, part.labels)
-            tensors = feature_cache.load(folder, key)
-            if tensors is None:
-                missing.append((split, part, key))
-            else:
-                self._cached[split] = (tensors["features"].to(self.device),
-                                       tensors["labels"].to(self.device))
-        if not missing:
-            return
-        names = "precompute " + " + ".join(s for s, _, _ in missing)
-        if all(self._presize_key(part.files) in self._presized for _, part, _ in missing):
-            # already decoded into memory (fine_tune does that first): no decoding at all
-            acts = torch.cat([self._run_body(part.files, desc=names) for _, part, _ in missing])
-        else:  # one set of decoding workers for all the splits
-            acts = self._run_body([f for _, part, _ in missing for f in part.files], desc=names)
-        start = 0
-        for split, part, key in missing:
-            tensors = {"features": acts[start:start + len(part)].contiguous(),  # (N, D)
-                       "labels": torch.tensor(part.labels, dtype=torch.int64)}
-            start += len(part)
-            feature_cache.save(folder, key, tensors)
-            self._cached[split] = (tensors["features"].to(self.device),
-                                   tensors["labels"].to(self.device))
-
-    @torch.inference_mode()
-    def _run_body(self, items: Sequence, desc: str) -> torch.Tensor:
-        """Pooled activations (N, D) float32 on the CPU, for files or PIL images.
-
-        They gather on the device and come back in one copy at the end: a copy per batch would
-        make the host wait for each forward pass instead of decoding the next batch meanwhile.
-        """
-        self.body.eval()
-        out = torch.empty(len(items), self.body.out_features, dtype=torch.float32,
-                          device=self.device)
-        start = 0
-        with Progress(len(items), desc, unit="img", enabled=self.progress) as bar:
-            for images, _ in self._image_batches(items, None, shuffle=False,
-                                                 batch_size=self._inference_batch_size()):
-                with self._autocast():
-                    acts = self.body(images).float()  # (B, D)
-                out[start:start + len(acts)] = acts
-                start += len(acts)
-                bar.update(len(acts))
-        return out.cpu()
-
-    def _inference_batch_size(self) -> int:
-        """Images per forward pass without gradients: larger on CUDA; on a CPU, batches of
-        up to 32 ran about twice as fast as 64 (cache-friendly activations)."""
-        if self.device.type == "cuda":
-            return 4 * self.data.batch_size
-        return min(self.data.batch_size, 32)
-
-    def _image_batches(self, items: Sequence, labels: Sequence[int] | None, shuffle: bool,
-                       transform=None, batch_size: int | None = None
-                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Normalized float image batches (B, 3, S, S) in ``memory_format``, labels (B,), on the
-        device."""
-        cuda = self.device.type == "cuda"
-        splits = (self.data.train, self.data.valid)
-        split = next((s.files for s in splits if s.files is items), None)
-        decoded = split is not None and self._presize_key(items) in self._presized
-        if transform is None and split is not None and (decoded or not self.precompute):
-            cache = self._presized_cache(items, labels)  # decoded once, reused every epoch
-            bs = batch_size or self.data.batch_size
-            for start in range(0, len(cache), bs):
-                index = range(start, min(start + bs, len(cache)))
-                images = cache.center_crops(index, self.preprocess.size).to(self.device)
-                yield self._to_model_input(images), cache.labels[
-                    start:start + len(index)].to(self.device)
-            return
-        if transform is None and not shuffle and self._decodes_on_device(items):
-            yield from self._device_decoded_batches(items, labels, batch_size)
-            return
-        generator = torch.Generator().manual_seed(self.seed + len(self.history))
-        loader = self.data.loader(items, labels, transform or self.preprocess, shuffle=shuffle,
-                                  pin_memory=cuda, generator=generator, batch_size=batch_size)
-        for images, targets in loader:
-            images = self._to_model_input(images.to(self.device, non_blocking=True))
-            yield images, targets.to(self.device, non_blocking=True)
-
-    def _decodes_on_device(self, items: Sequence) -> bool:
-        """JPEG files go to nvjpeg on a CUDA device (see :mod:`threeline.decode`)."""
-        return decode.available(self.device) and not any(
-            isinstance(item, Image.Image) for item in items)
-
-    def _device_decoded_batches(self, files: Sequence, labels: Sequence[int] | None,
-                                batch_size: int | None
-                                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The validation view of ``files``, decoded and cropped on the device, in order."""
-        p, data = self.preprocess, self.data
-        pillow = ImageFiles(list(files), labels, p, data.max_pixels)
-
-        def fallback(index: int) -> torch.Tensor:  # Pillow, reporting files that fail
-            image, failure = pillow.decode(index)
-            if failure is not None:
-                data.report_failure(str(files[index]), failure)
-            return image
-
-        batches = decode.DecodeBatches(
-            files, lambda w, h: center_crop_box(w, h, p.resize_to, p.size), self.device,
-            fallback, p.interpolation, data.max_pixels)
-        start, targets = 0, torch.tensor(pillow.labels, dtype=torch.int64)
-        for images in batches(batch_size or data.batch_size):
-            batch = torch.stack(images)  # (B, 3, S, S) uint8 on the device
-            yield (self._to_model_input(batch),
-                   targets[start:start + len(images)].to(self.device, non_blocking=True))
-            start += len(images)
-
-    def _presize_key(self, items: Sequence) -> tuple:
-        return (tuple(map(str, items)), self.preprocess.resize_to, self.preprocess.interpolation)
-
-    def _presized_cache(self, items: Sequence, labels: Sequence[int] | None) -> Presized:
-        """The decode-once uint8 cache of ``items`` (train or valid files), built on first use."""
-        p, key = self.preprocess, self._presize_key(items)
-        if key not in self._presized:
-            self._presized[key] = presize(items, labels, short=p.resize_to,
-                                          interpolation=p.interpolation,
-                                          num_workers=self.data.num_workers, progress=self.progress,
-                                          device=self.device)
-        return self._presized[key]
-
-    def _to_model_input(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8, or float in [0, 1], (B, 3, S, S) on the device -> normalized, in
-        ``memory_format``."""
-        images = normalize(images, self.preprocess.mean, self.preprocess.std)
-        return images.contiguous(memory_format=self.memory_format)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda":
@@ -449,7 +314,7 @@ class Learner:
         else:
             shape = schedules.get(schedule or "one_cycle")
         if self.precompute:  # compute (or load) the cache before the clock starts
-            self._cache_features(["train", "valid"])
+            feature_cache.ensure(self, ["train", "valid"])
         trainable = self.head if self.precompute else self.model
         optimizer = self._optimizer(lrs, wd)
         rows: list[dict] = []
@@ -474,7 +339,7 @@ class Learner:
             torch.manual_seed(self.seed * 100_003 + len(self.history))  # dropout, repeatable
             losses = []
             self._set_train_mode(trainable)  # validate() at the end of an epoch sets eval mode
-            for xb, yb in self._train_batches():
+            for xb, yb in batches.train_batches(self):
                 step = len(rows) * per_epoch + len(losses)
                 for group in optimizer.param_groups:
                     group["lr"] = group["base_lr"] * shape(min(step / total, 1.0))
@@ -568,31 +433,6 @@ class Learner:
     def _steps_per_epoch(self) -> int:
         n, bs = len(self.data.train), self.data.batch_size
         return max(1, n // bs) if self.precompute and n > bs else max(1, -(-n // bs))
-
-    def _train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if not self.precompute:  # images from the decode-once cache, augmented on the device
-            cache = self._presized_cache(self.data.train.files, self.data.train.labels)
-            generator = torch.Generator().manual_seed(self.seed + len(self.history))
-            order = torch.randperm(len(cache), generator=generator).tolist()
-            bs, size = self.data.batch_size, self.preprocess.size
-            for start in range(0, len(order), bs):
-                index = order[start:start + bs]
-                if len(index) < 2 and start > 0:  # BatchNorm cannot train on a single image
-                    break
-                if self._augment is None:
-                    images = cache.center_crops(index, size).to(self.device).float().div_(255.0)
-                else:
-                    padded, sizes, _ = cache.batch(index)  # (B, 3, H, W) uint8, (B, 2)
-                    images = self._augment(padded.to(self.device), sizes, size, generator)
-                yield self._to_model_input(images), cache.labels[index].to(self.device)
-            return
-        x, y = self.features("train")  # (N, D), (N,)
-        generator = torch.Generator(device=self.device).manual_seed(self.seed + len(self.history))
-        order = torch.randperm(len(x), device=self.device, generator=generator)
-        bs = self.data.batch_size
-        for start in range(0, len(x) - bs + 1 if len(x) > bs else 1, bs):
-            idx = order[start:start + bs]
-            yield x[idx], y[idx]
 
     def _set_train_mode(self, trainable: nn.Module) -> None:
         """Train mode, except the body's BatchNorm layers: they keep their pretrained running
@@ -725,7 +565,7 @@ class Learner:
             raise ValueError(f"freeze_epochs must be an int >= 0, got {freeze_epochs!r}.")
         rows: list[dict] = []
         for split in (self.data.train, self.data.valid):  # decoded once, for both stages
-            self._presized_cache(split.files, split.labels)
+            batches.presized_cache(self, split.files, split.labels)
         if freeze_epochs > 0:
             self.freeze()
             augment, self._augment, self._precompute = self._augment, None, True
@@ -766,7 +606,7 @@ class Learner:
         files = self.data.valid.files if items is None else expand_items(items)
         labels = self.data.valid.labels if items is None else None
         if items is None:
-            cache = self._presized_cache(files, labels)
+            cache = batches.presized_cache(self, files, labels)
         else:  # new images: decoded for this call only
             cache = presize(files, None, short=self.preprocess.resize_to,
                             interpolation=self.preprocess.interpolation,
@@ -788,7 +628,7 @@ class Learner:
                     padded, sizes, _ = cache.batch(index)
                     images = aug(padded.to(self.device), sizes, size, generator)
                 with self._autocast():
-                    logits = self.head(self.body(self._to_model_input(images)))  # (B, C)
+                    logits = self.head(self.body(batches.model_input(self, images)))  # (B, C)
                 probs[start:start + len(index)] += F.softmax(logits.float(), 1).cpu()
         return torch.log(probs / (n + 1)).numpy()
 
@@ -816,8 +656,8 @@ class Learner:
         self.body.eval()
         self.head.eval()
         outs = []
-        for images, _ in self._image_batches(items, None, shuffle=False,
-                                             batch_size=self._inference_batch_size()):
+        for images, _ in batches.image_batches(self, items, None, shuffle=False,
+                                                 batch_size=batches.inference_batch_size(self)):
             with self._autocast():
                 logits = self.head(self.body(images))  # (B, C)
             outs.append(F.log_softmax(logits.float(), dim=1))

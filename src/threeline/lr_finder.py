@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from threeline import batches
+
 if TYPE_CHECKING:
     from threeline.learner import Learner
 
@@ -203,7 +205,7 @@ def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10.0, num_it
 def _endless(learn: Learner):
     """Training batches, epoch after epoch."""
     while True:
-        yield from learn._train_batches()
+        yield from batches.train_batches(learn)
 
 
 def _snapshot(learn: Learner) -> dict:

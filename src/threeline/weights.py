@@ -51,8 +51,9 @@ def cache_dir() -> Path:
     ``$THREELINE_CACHE`` if set, else ``$XDG_CACHE_HOME/threeline``, else ``~/.cache/threeline``.
 
     Example:
-        >>> cache_dir().name
-        'threeline'
+        >>> os.environ["THREELINE_CACHE"] = "/tmp/my-cache"  # doctest: +SKIP
+        >>> cache_dir().is_absolute()
+        True
     """
     if os.environ.get("THREELINE_CACHE"):
         return Path(os.environ["THREELINE_CACHE"]).expanduser()
