@@ -137,3 +137,24 @@ def test_nvjpeg_matches_pillow_on_the_gpu(hymenoptera_demo):
     for path, image in zip(files, images, strict=True):
         assert image.device.type == "cuda"
         assert (image.cpu().float() - pillow(path).float()).abs().mean() < 2.0, path.name
+
+
+def test_memory_bounds_do_not_change_the_pictures(corpus, monkeypatch):
+    """Decoding in pixel-bounded chunks and resizing in pixel-bounded groups (what keeps a folder
+    of 12-megapixel photos from filling the GPU) gives the very same pixels."""
+    cats = corpus / "train" / "cats"
+    files = sorted(cats.glob("*.jpg"))  # includes a 12-megapixel photo
+    pillow = Preprocess(size=64)
+
+    def decode_all() -> list[torch.Tensor]:
+        box = lambda w, h: center_crop_box(w, h, pillow.resize_to, 64)  # noqa: E731
+        batches = decode.DecodeBatches(files, box, torch.device("cpu"),
+                                       lambda i: pillow(files[i]), threads=2)
+        return [image for chunk in batches(batch_size=8) for image in chunk]
+
+    roomy = decode_all()
+    monkeypatch.setattr(decode, "_DECODE_PIXELS", 100_000)  # about two demo photos per call
+    monkeypatch.setattr(decode, "_GROUP_PIXELS", 50_000)  # one photo per resize
+    tight = decode_all()
+    assert len(roomy) == len(tight) == len(files)
+    assert all(torch.equal(a, b) for a, b in zip(roomy, tight, strict=True))

@@ -36,7 +36,9 @@ from threeline.transforms import Box
 
 BoxFor = Callable[[int, int], Box]  # (width, height) of a picture -> what to keep of it
 _MODES = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest-exact"}
-_GROUP = 64  # pictures resized in one call, at most (bounds the float copy's memory)
+_GROUP = 64  # pictures resized in one call, at most
+_GROUP_PIXELS = 32_000_000  # and at most this many source pixels (a 384 MB float copy)
+_DECODE_PIXELS = 256_000_000  # pixels decoded in one nvjpeg call (768 MB of uint8 RGB)
 
 
 def available(device: torch.device) -> bool:
@@ -66,12 +68,20 @@ def suited(data: bytes | bytearray, max_pixels: int | None = MAX_PIXELS) -> bool
         >>> suited(b"GIF89a...")
         False
     """
+    return _plain_pixels(data, max_pixels) is not None
+
+
+def _plain_pixels(data: bytes | bytearray, max_pixels: int | None) -> int | None:
+    """The picture's pixel count when :func:`suited`, else None."""
     info = jpeg_info(bytes(data[:65_536]))
     if info is None or not info.plain:
-        return False
-    if max_pixels is not None and info.width * info.height > max_pixels:
-        return False
-    return bytes(data[-32:]).rstrip(b"\x00\n\r ").endswith(b"\xff\xd9")
+        return None
+    pixels = info.width * info.height
+    if max_pixels is not None and pixels > max_pixels:
+        return None
+    if not bytes(data[-32:]).rstrip(b"\x00\n\r ").endswith(b"\xff\xd9"):
+        return None  # no end-of-image marker: truncated (Pillow says so)
+    return pixels
 
 
 class DecodeBatches:
@@ -98,12 +108,11 @@ class DecodeBatches:
     def __call__(self, batch_size: int) -> Iterator[list[torch.Tensor]]:
         starts = range(0, len(self.files), batch_size)
         with ThreadPoolExecutor(self.threads, thread_name_prefix="read") as pool:
-            # read one batch ahead while the device works on the current one
-            pending = [self._read(pool, s, batch_size) for s in starts[:2]]
-            for i, _ in enumerate(starts):
-                reads = pending.pop(0)
-                if i + 2 < len(starts):
-                    pending.append(self._read(pool, starts[i + 2], batch_size))
+            pending = self._read(pool, 0, batch_size) if starts else []
+            for start in starts:
+                reads = pending
+                if start + batch_size < len(self.files):  # read ahead while the device works
+                    pending = self._read(pool, start + batch_size, batch_size)
                 yield self._batch(pool, [(index, f.result()) for index, f in reads])
 
     def _read(self, pool: ThreadPoolExecutor, start: int,
@@ -113,27 +122,29 @@ class DecodeBatches:
                 for i in range(start, stop)]
 
     def _batch(self, pool: ThreadPoolExecutor,
-               reads: list[tuple[int, bytearray | None]]) -> list[torch.Tensor]:
+               reads: list[tuple[int, tuple[bytearray, int] | None]]) -> list[torch.Tensor]:
         out: dict[int, torch.Tensor] = {}
-        gpu = [(i, data) for i, data in reads if data is not None]
-        decoded = _decode([torch.frombuffer(data, dtype=torch.uint8) for _, data in gpu],
-                          self.device)
-        pillow = [i for i, data in reads if data is None]
-        pillow += [i for (i, _), image in zip(gpu, decoded, strict=True) if image is None]
-        later = {i: pool.submit(self.fallback, i) for i in pillow}
-        ok = [(i, image) for (i, _), image in zip(gpu, decoded, strict=True) if image is not None]
-        self.taken += len(ok)
-        boxes = [self.box(int(image.shape[2]), int(image.shape[1])) for _, image in ok]
-        for (i, _), image in zip(ok, apply_boxes([im for _, im in ok], boxes, self.mode),
-                                 strict=True):
-            out[i] = image
+        later = {i: pool.submit(self.fallback, i) for i, read in reads if read is None}
+        for chunk in _chunks([(i, read) for i, read in reads if read is not None]):
+            # full-size pictures live only while their chunk is resized
+            decoded = _decode([torch.frombuffer(data, dtype=torch.uint8) for _, (data, _) in chunk],
+                              self.device)
+            ok = [(i, image) for (i, _), image in zip(chunk, decoded, strict=True)
+                  if image is not None]
+            later |= {i: pool.submit(self.fallback, i)
+                      for (i, _), image in zip(chunk, decoded, strict=True) if image is None}
+            self.taken += len(ok)
+            boxes = [self.box(int(image.shape[2]), int(image.shape[1])) for _, image in ok]
+            for (i, _), image in zip(ok, apply_boxes([im for _, im in ok], boxes, self.mode),
+                                     strict=True):
+                out[i] = image
         for i, future in later.items():
             out[i] = future.result().to(self.device, non_blocking=True)
         return [out[i] for i, _ in reads]
 
 
-def _read_suited(path: str | Path, max_pixels: int | None) -> bytearray | None:
-    """The file's bytes when torch should decode it, else None (Pillow will)."""
+def _read_suited(path: str | Path, max_pixels: int | None) -> tuple[bytearray, int] | None:
+    """The file's bytes and pixel count when torch should decode it, else None (Pillow will)."""
     try:
         with open(path, "rb") as f:
             data = bytearray(os.fstat(f.fileno()).st_size)
@@ -141,7 +152,22 @@ def _read_suited(path: str | Path, max_pixels: int | None) -> bytearray | None:
                 return None
     except OSError:
         return None
-    return data if suited(data, max_pixels) else None
+    pixels = _plain_pixels(data, max_pixels)
+    return None if pixels is None else (data, pixels)
+
+
+def _chunks(reads: list) -> Iterator[list]:
+    """Consecutive runs of ``(index, (bytes, pixels))`` of at most ``_DECODE_PIXELS`` pixels
+    (at least one file each)."""
+    chunk, pixels = [], 0
+    for item in reads:
+        if chunk and pixels + item[1][1] > _DECODE_PIXELS:
+            yield chunk
+            chunk, pixels = [], 0
+        chunk.append(item)
+        pixels += item[1][1]
+    if chunk:
+        yield chunk
 
 
 def _decode(datas: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
@@ -172,8 +198,8 @@ def apply_boxes(images: list[torch.Tensor], boxes: list[Box],
                 mode: str = "bicubic") -> list[torch.Tensor]:
     """Resize each uint8 (3, h, w) image to its box's size and cut the box's window out.
 
-    Pictures of one shape and box are resized together, in groups of up to 64. Antialiased,
-    like Pillow, when shrinking; rounded back to uint8.
+    Pictures of one shape and box are resized together, in groups of up to 64 (fewer for big
+    pictures). Antialiased, like Pillow, when shrinking; rounded back to uint8.
 
     Example:
         >>> from threeline.transforms import center_crop_box
@@ -186,8 +212,9 @@ def apply_boxes(images: list[torch.Tensor], boxes: list[Box],
         groups.setdefault((tuple(image.shape), box), []).append(i)
     out: list[torch.Tensor | None] = [None] * len(images)
     for (shape, box), members in groups.items():
-        for start in range(0, len(members), _GROUP):
-            part = members[start:start + _GROUP]
+        per = max(1, min(_GROUP, _GROUP_PIXELS // (shape[1] * shape[2])))
+        for start in range(0, len(members), per):
+            part = members[start:start + per]
             x = torch.stack([images[i] for i in part])  # (G, 3, h, w) uint8
             if (box.new_h, box.new_w) != shape[1:]:
                 x = _resize(x, box.new_h, box.new_w, mode)
