@@ -25,9 +25,8 @@ import numpy as np
 import torch
 
 from threeline import ImageData, Learner, features
-from threeline.batches import inference_batch_size
+from threeline.batches import inference_batch_size, model_input
 from threeline.data import Split
-from threeline.transforms import normalize
 
 
 def subset(split: Split, n: int | None, seed: int = 0) -> Split:
@@ -62,8 +61,7 @@ def bare_forward(learn: Learner, batches: int) -> tuple[float, int]:
     with torch.inference_mode():
         for i in range(batches + 2):
             start = time.perf_counter()
-            x = normalize(images, learn.preprocess.mean, learn.preprocess.std)
-            x = x.contiguous(memory_format=learn.memory_format)
+            x = model_input(learn, images)
             with learn._autocast():
                 learn.body(x)
             sync()

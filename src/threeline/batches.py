@@ -164,7 +164,7 @@ def train_batches(learn: Learner) -> Iterator[tuple[torch.Tensor, torch.Tensor]]
             if len(index) < 2 and start > 0:  # BatchNorm cannot train on a single image
                 break
             if learn.augment is None:
-                images = cache.center_crops(index, size).to(learn.device).float().div_(255.0)
+                images = cache.center_crops(index, size).to(learn.device)  # uint8
             else:
                 padded, sizes, _ = cache.batch(index)  # (B, 3, H, W) uint8, (B, 2)
                 images = learn.augment(padded.to(learn.device), sizes, size, generator)

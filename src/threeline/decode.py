@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from threeline.images import MAX_PIXELS
-from threeline.jpeg import jpeg_info
+from threeline.jpeg import HEAD_BYTES, jpeg_info
 from threeline.transforms import Box
 
 BoxFor = Callable[[int, int], Box]  # (width, height) of a picture -> what to keep of it
@@ -73,7 +73,7 @@ def suited(data: bytes | bytearray, max_pixels: int | None = MAX_PIXELS) -> bool
 
 def _plain_pixels(data: bytes | bytearray, max_pixels: int | None) -> int | None:
     """The picture's pixel count when :func:`suited`, else None."""
-    info = jpeg_info(bytes(data[:65_536]))
+    info = jpeg_info(bytes(data[:HEAD_BYTES]))
     if info is None or not info.plain:
         return None
     pixels = info.width * info.height

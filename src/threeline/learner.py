@@ -628,8 +628,8 @@ class Learner:
             for start in range(0, len(cache), bs):
                 index = list(range(start, min(start + bs, len(cache))))
                 if view <= 1 and (view == 0 or flip):  # the plain view, and its mirror image
-                    images = cache.center_crops(index, size).to(self.device).float().div_(255.0)
-                    images = images if view == 0 else images.flip(-1)  # (B, 3, S, S)
+                    images = cache.center_crops(index, size).to(self.device)  # (B, 3, S, S)
+                    images = images if view == 0 else images.flip(-1)
                 else:
                     padded, sizes, _ = cache.batch(index)
                     images = aug(padded.to(self.device), sizes, size, generator)
