@@ -164,3 +164,40 @@ def test_memory_bounds_do_not_change_the_pictures(corpus, monkeypatch):
     tight = decode_all()
     assert len(roomy) == len(tight) == len(files)
     assert all(torch.equal(a, b) for a, b in zip(roomy, tight, strict=True))
+
+
+def corrupted_decodes(decoder: decode.DecodeBatches, trials: int = 20) -> int:
+    """Decode ``decoder.files`` ``trials`` times, each time right after freeing blocks of the
+    pictures' sizes that kernels queued on the current stream still have to fill and read.
+    Counts the trials where a queued read or a picture came out wrong (0 when the decoder keeps
+    to memory nobody else uses)."""
+    device = decoder.device
+    reference = [image.clone() for chunk in decoder(len(decoder.files)) for image in chunk]
+    torch.cuda.synchronize(device)
+    infos = [jpeg_info(Path(p).read_bytes()) for p in decoder.files]
+    sizes = [3 * info.width * info.height for info in infos]  # bytes of each decoded picture
+    heavy = torch.randn(4096, 4096, device=device)
+    wrong = 0
+    for _ in range(trials):
+        x = heavy
+        for _ in range(8):  # some 50 ms of work queued on the current stream
+            x = torch.tanh(x @ heavy)
+        victims = [torch.full((n // 4,), 1.0, device=device) + 0 * x[0, 0] for n in sizes]
+        sums = [v.sum() for v in victims]  # (), queued behind the work above
+        del victims  # freed, but their blocks are still in use by the queued sums
+        images = [image for chunk in decoder(len(decoder.files)) for image in chunk]
+        torch.cuda.synchronize(device)
+        bad_sums = any(float(s) != n // 4 for s, n in zip(sums, sizes, strict=True))
+        bad_images = any(not torch.equal(a, b) for a, b in zip(images, reference, strict=True))
+        wrong += bad_sums or bad_images
+    return wrong
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (nvjpeg)")
+def test_gpu_decoding_never_writes_into_memory_still_in_use(dogscats_demo):
+    """nvjpeg's hardware decoder ignores work queued on its stream; on the caller's stream it
+    overwrote activations the last forward pass was still using (NaN rows in the cache)."""
+    files = sorted((dogscats_demo / "train" / "cats").glob("*.jpg"))[:16]
+    box = lambda w, h: center_crop_box(w, h, 256, 224)  # noqa: E731
+    decoder = decode.DecodeBatches(files, box, torch.device("cuda"), lambda i: None)
+    assert corrupted_decodes(decoder) == 0

@@ -15,6 +15,10 @@ which also reports files that cannot be decoded.
     for images in batches(batch_size=256):  # a list of uint8 (3, 260, 260) tensors on the GPU
         ...
 
+nvjpeg runs on a CUDA stream of its own. Its hardware decoder does not wait for work queued
+on the stream it is given: on the caller's stream it wrote into memory that the previous batch's
+forward pass had freed but was still using, and about one activation row in 200 came out NaN.
+
 It also runs on the CPU (libjpeg-turbo through torchvision), which is how the tests check it
 without a GPU, but there Pillow in worker processes is as fast and is what the learner uses.
 """
@@ -104,6 +108,8 @@ class DecodeBatches:
         self.mode = _MODES.get(interpolation, "bicubic")
         self.max_pixels, self.threads = max_pixels, threads
         self.taken = 0  # files decoded by torch (the rest went to fallback)
+        # nvjpeg's own stream: nothing else is ever queued on it (see the module's docstring)
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     def __call__(self, batch_size: int) -> Iterator[list[torch.Tensor]]:
         starts = range(0, len(self.files), batch_size)
@@ -128,7 +134,7 @@ class DecodeBatches:
         for chunk in _chunks([(i, read) for i, read in reads if read is not None]):
             # full-size pictures live only while their chunk is resized
             decoded = _decode([torch.frombuffer(data, dtype=torch.uint8) for _, (data, _) in chunk],
-                              self.device)
+                              self.device, self.stream)
             ok = [(i, image) for (i, _), image in zip(chunk, decoded, strict=True)
                   if image is not None]
             later |= {i: pool.submit(self.fallback, i)
@@ -170,11 +176,27 @@ def _chunks(reads: list) -> Iterator[list]:
         yield chunk
 
 
-def _decode(datas: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
+def _decode(datas: list[torch.Tensor], device: torch.device,
+            stream: torch.cuda.Stream | None = None) -> list[torch.Tensor | None]:
     """Decode to RGB uint8 (3, h, w) on ``device``: the whole list at once, or one by one when
-    a file in it fails (None for the files that fail)."""
+    a file in it fails (None for the files that fail). With ``stream``, nvjpeg runs there and
+    the pictures are handed over to the current stream."""
     if not datas:
         return []
+    if stream is None:
+        return _decode_all(datas, device)
+    current = torch.cuda.current_stream(device)
+    stream.synchronize()  # the last batch's decode is done with its scratch memory
+    with torch.cuda.stream(stream):
+        images = _decode_all(datas, device)
+    current.wait_stream(stream)
+    for image in images:
+        if image is not None:  # its memory is not reused before the current stream is done
+            image.record_stream(current)
+    return images
+
+
+def _decode_all(datas: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
     from torchvision.io import ImageReadMode, decode_jpeg
 
     with warnings.catch_warnings():

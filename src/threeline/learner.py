@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 
 from threeline import augment as augmentation
-from threeline import batches, decode, export, lr_finder, schedules
+from threeline import batches, decode, export, head_graph, lr_finder, schedules
 from threeline import features as feature_cache
 from threeline.checkpoints import Checkpoints
 from threeline.data import ImageData
@@ -73,6 +73,7 @@ class Learner:
         self._presized: dict[tuple, Presized] = {}
         self.opt: torch.optim.Optimizer | None = None  # the last fit's optimizer
         self.compile = False  # torch.compile the network when training it whole
+        self.cuda_graphs = True  # on CUDA, replay the head's step on cached activations
         self._compiled: nn.Module | None = None
         self.body.to(device)
         self.head.to(device)
@@ -322,21 +323,29 @@ class Learner:
         if self.precompute:  # compute (or load) the cache before the clock starts
             feature_cache.ensure(self, ["train", "valid"])
         trainable = self.head if self.precompute else self.model
-        optimizer = self._optimizer(lrs, wd)
+        graphed = self.cuda_graphs and self.precompute and self.device.type == "cuda"
+        optimizer = self._optimizer(lrs, wd, capturable=graphed)
+        if graphed:
+            step = head_graph.HeadStep(self.head, optimizer)
+        else:
+            def step(xb, yb):
+                return self._train_step(trainable, optimizer, xb, yb)
         rows: list[dict] = []
         devices = [self.device] if self.device.type == "cuda" else []
         self._checkpoints().begin_fit()
         with torch.random.fork_rng(devices=devices):  # the caller's random state is untouched
             try:
-                self._run_epochs(rows, epochs, trainable, optimizer, shape)
+                self._run_epochs(rows, epochs, trainable, optimizer, shape, step)
             except KeyboardInterrupt:
                 self._interrupted()
         self._checkpoints().wait()  # the last epoch's weights are on disk when fit returns
         return rows
 
     def _run_epochs(self, rows: list[dict], epochs: int, trainable: nn.Module,
-                    optimizer: torch.optim.Optimizer, shape: schedules.Schedule) -> None:
-        """The epoch loop of :meth:`fit`; appends one row per finished epoch to ``rows``."""
+                    optimizer: torch.optim.Optimizer, shape: schedules.Schedule,
+                    step_fn: head_graph.StepFunction) -> None:
+        """The epoch loop of :meth:`fit`; appends one row per finished epoch to ``rows``.
+        ``step_fn(xb, yb)`` takes one optimizer step and returns the batch's loss."""
         table = EpochTable(["epoch", "train_loss", "valid_loss", "accuracy", "time"])
         per_epoch = self._steps_per_epoch()
         total = per_epoch * epochs
@@ -348,8 +357,8 @@ class Learner:
             for xb, yb in batches.train_batches(self):
                 step = len(rows) * per_epoch + len(losses)
                 for group in optimizer.param_groups:
-                    group["lr"] = group["base_lr"] * shape(min(step / total, 1.0))
-                losses.append(self._train_step(trainable, optimizer, xb, yb))
+                    head_graph.set_lr(group, group["base_lr"] * shape(min(step / total, 1.0)))
+                losses.append(step_fn(xb, yb))
             valid_loss, accuracy = self.validate()
             row = {"epoch": len(self.history), "train_loss": _mean(losses),
                    "valid_loss": valid_loss, "accuracy": accuracy,
@@ -503,12 +512,17 @@ class Learner:
             _check_positive(lr=x)
         return lrs
 
-    def _optimizer(self, lrs: list[float], wd: float) -> torch.optim.Optimizer:
-        """AdamW over the trainable parameters, two groups (decay / no decay) per layer group."""
+    def _optimizer(self, lrs: list[float], wd: float,
+                   capturable: bool = False) -> torch.optim.Optimizer:
+        """AdamW over the trainable parameters, two groups (decay / no decay) per layer group;
+        ``capturable``: for a CUDA graph (state and rates as GPU tensors)."""
         groups = optimizer_groups(self.layer_groups(), lrs, wd)
         if not groups:
             raise ValueError(
                 "Nothing to train: every layer group is frozen. Call learn.unfreeze().")
+        if capturable:
+            self.opt = head_graph.capturable_optimizer(groups, betas=(0.9, 0.99))
+            return self.opt
         fused = self.device.type == "cuda"  # one kernel for all parameters: fewer launches
         self.opt = torch.optim.AdamW(groups, lr=lrs[-1], betas=(0.9, 0.99), fused=fused)
         return self.opt
