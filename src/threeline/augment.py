@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from threeline.transforms import to_device
+
 
 @dataclass(frozen=True)
 class Augment:
@@ -72,7 +74,8 @@ class Augment:
             >>> side_on()(images, sizes, 32, torch.Generator().manual_seed(0)).shape
             torch.Size([2, 3, 32, 32])
         """
-        theta = self.matrices(sizes, images.shape[-2:], generator).to(images.device)  # (B, 2, 3)
+        theta = to_device(self.matrices(sizes, images.shape[-2:], generator),
+                          images.device)  # (B, 2, 3)
         grid = F.affine_grid(theta, [len(images), 3, size, size], align_corners=False)
         out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border",
                             align_corners=False).div_(255.0)  # (B, 3, size, size)
@@ -122,8 +125,8 @@ class Augment:
         on = (r[:, 0] < self.p_lighting).float()
         contrast = 1 + on * self.max_lighting * (2 * r[:, 1] - 1)
         brightness = on * self.max_lighting / 2 * (2 * r[:, 2] - 1)
-        contrast = contrast.to(images.device).view(-1, 1, 1, 1)
-        brightness = brightness.to(images.device).view(-1, 1, 1, 1)
+        contrast = to_device(contrast, images.device).view(-1, 1, 1, 1)
+        brightness = to_device(brightness, images.device).view(-1, 1, 1, 1)
         return ((images - 0.5) * contrast + 0.5 + brightness).clamp_(0, 1)
 
     def for_tta(self) -> Augment:

@@ -21,7 +21,7 @@ from PIL import Image
 from threeline import decode
 from threeline.data import ImageFiles
 from threeline.presize import Presized, presize
-from threeline.transforms import center_crop_box, normalize
+from threeline.transforms import center_crop_box, normalize, to_device
 
 if TYPE_CHECKING:
     from threeline.learner import Learner
@@ -67,9 +67,9 @@ def image_batches(learn: Learner, items: Sequence, labels: Sequence[int] | None,
         bs = batch_size or learn.data.batch_size
         for start in range(0, len(cache), bs):
             index = range(start, min(start + bs, len(cache)))
-            images = cache.center_crops(index, learn.preprocess.size).to(learn.device)
-            yield model_input(learn, images), cache.labels[
-                start:start + len(index)].to(learn.device)
+            images = to_device(cache.center_crops(index, learn.preprocess.size), learn.device)
+            yield model_input(learn, images), to_device(
+                cache.labels[start:start + len(index)], learn.device)
         return
     if transform is None and not shuffle and _decodes_on_device(learn, items):
         yield from _device_decoded_batches(learn, items, labels, batch_size)
@@ -78,8 +78,7 @@ def image_batches(learn: Learner, items: Sequence, labels: Sequence[int] | None,
     loader = learn.data.loader(items, labels, transform or learn.preprocess, shuffle=shuffle,
                                pin_memory=cuda, generator=generator, batch_size=batch_size)
     for images, targets in loader:
-        images = model_input(learn, images.to(learn.device, non_blocking=True))
-        yield images, targets.to(learn.device, non_blocking=True)
+        yield model_input(learn, to_device(images, learn.device)), to_device(targets, learn.device)
 
 
 def _decodes_on_device(learn: Learner, items: Sequence) -> bool:
@@ -108,7 +107,7 @@ def _device_decoded_batches(learn: Learner, files: Sequence, labels: Sequence[in
     for images in decoder(batch_size or data.batch_size):
         batch = torch.stack(images)  # (B, 3, S, S) uint8 on the device
         yield (model_input(learn, batch),
-               targets[start:start + len(images)].to(learn.device, non_blocking=True))
+               to_device(targets[start:start + len(images)], learn.device))
         start += len(images)
 
 
@@ -164,11 +163,11 @@ def train_batches(learn: Learner) -> Iterator[tuple[torch.Tensor, torch.Tensor]]
             if len(index) < 2 and start > 0:  # BatchNorm cannot train on a single image
                 break
             if learn.augment is None:
-                images = cache.center_crops(index, size).to(learn.device)  # uint8
+                images = to_device(cache.center_crops(index, size), learn.device)  # uint8
             else:
                 padded, sizes, _ = cache.batch(index)  # (B, 3, H, W) uint8, (B, 2)
-                images = learn.augment(padded.to(learn.device), sizes, size, generator)
-            yield model_input(learn, images), cache.labels[index].to(learn.device)
+                images = learn.augment(to_device(padded, learn.device), sizes, size, generator)
+            yield model_input(learn, images), to_device(cache.labels[index], learn.device)
         return
     x, y = learn.features("train")  # (N, D), (N,)
     generator = torch.Generator(device=learn.device).manual_seed(learn.seed + len(learn.history))

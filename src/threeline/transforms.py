@@ -106,8 +106,37 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
 
 def normalize(batch: torch.Tensor, mean, std) -> torch.Tensor:
     """uint8 (B, 3, H, W), or float in [0, 1] -> float32 normalized (B, 3, H, W), on the batch's
-    device."""
-    m = torch.tensor(mean, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=batch.device, dtype=torch.float32).view(1, 3, 1, 1)
-    pixels = batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch
-    return (pixels - m) / s
+    device.
+
+    Channel by channel with plain numbers: a (1, 3, 1, 1) tensor of ``mean`` made on the GPU
+    would be copied from the host, and that copy waits for all the GPU's queued work.
+
+    Example:
+        >>> normalize(torch.full((1, 3, 1, 1), 255, dtype=torch.uint8), (0.5,) * 3, (0.5,) * 3)
+        tensor([[[[1.]],
+        <BLANKLINE>
+                 [[1.]],
+        <BLANKLINE>
+                 [[1.]]]])
+    """
+    scale = 255.0 if batch.dtype == torch.uint8 else 1.0
+    out = batch.float() if batch.dtype == torch.uint8 else batch.clone()
+    for c in range(3):  # (x / scale - m) / s as one multiply-add per channel
+        out[:, c].mul_(1.0 / (scale * std[c])).add_(-mean[c] / std[c])
+    return out
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a CPU tensor to ``device`` without making the host wait for the GPU: through pinned
+    memory, asynchronously. A plain ``.to("cuda")`` first waits for every queued kernel, so the
+    host could not prepare the next batch while the GPU works on this one.
+
+    Example:
+        >>> to_device(torch.arange(3), torch.device("cpu"))
+        tensor([0, 1, 2])
+    """
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    if not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
