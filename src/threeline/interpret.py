@@ -27,21 +27,14 @@ import torch
 
 from threeline import augment as augmentations
 from threeline.augment import Augment
-from threeline.plots import (
-    MAX_IMAGES,
-    PlotFigure,
-    image_array,
-    image_grid,
-    matrix_figure,
-    save_png,
-    short,
-)
 from threeline.presize import Presized, PresizeImage
 from threeline.transforms import Preprocess
 
 if TYPE_CHECKING:
     from threeline.data import ImageData
     from threeline.learner import Learner
+    from threeline.plots import PlotFigure
+# threeline.plots (and so matplotlib, ~0.5 s to import) is imported by the functions that draw
 
 MAX_CLASSES = 30  # confusion matrices show at most this many rows; the rest become "other"
 
@@ -378,6 +371,7 @@ class Interpretation:
             >>> interp.title(0)  # doctest: +SKIP
             'cats 0.982'
         """
+        from threeline.plots import short
         pred, target = int(self.preds[i]), int(self.targets[i])
         text = f"{short(self.classes[pred])} {self.probs[i, pred]:.3f}"
         if pred != target:
@@ -387,6 +381,7 @@ class Interpretation:
         return text
 
     def _grid(self, idx: np.ndarray, what: str, found: int, save, with_loss=False) -> PlotFigure:
+        from threeline.plots import image_array, image_grid, save_png
         if len(idx) == 0:
             heading = f"{what}: none among {len(self)} images"
         else:
@@ -411,6 +406,7 @@ class Interpretation:
                          f"index from 0 to {len(self.classes) - 1}, or None for all classes.")
 
     def _of(self, c: int | None) -> str:
+        from threeline.plots import short
         return "" if c is None else f" ({short(self.classes[c])})"
 
     # ------------------------------------------------------------- confusion matrix
@@ -428,6 +424,7 @@ class Interpretation:
         Example:
             >>> fig = interp.plot_confusion_matrix(normalize=True)  # doctest: +SKIP
         """
+        from threeline.plots import matrix_figure, save_png
         cm, names = reduce_confusion(self.confusion_matrix(), self.classes, max_classes)
         values = cm.astype(np.float64)
         if normalize:
@@ -485,6 +482,7 @@ def true_labels(files: Sequence, labels: Sequence[int | str] | None,
 
 
 def _check_k(k: int) -> int:
+    from threeline.plots import MAX_IMAGES
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k (the number of images) must be a positive int, got {k!r}.")
     return min(int(k), MAX_IMAGES)
@@ -509,6 +507,7 @@ def show_batch(data: ImageData, k: int = 9, augment: str | Augment | None = None
         >>> sum(1 for ax in fig.axes if ax.images)
         4
     """
+    from threeline.plots import image_array, image_grid, save_png, short
     k, augment = _check_k(k), augmentations.get(augment)
     size = data.size or 224
     idx = random_pick(np.ones(len(data.train), dtype=bool), k, seed).tolist()

@@ -74,6 +74,7 @@ class Learner:
         self.opt: torch.optim.Optimizer | None = None  # the last fit's optimizer
         self.compile = False  # torch.compile the network when training it whole
         self.cuda_graphs = True  # on CUDA, replay the head's step on cached activations
+        # (threeline.head_graph); False trains it step by step
         self._compiled: nn.Module | None = None
         self.body.to(device)
         self.head.to(device)
@@ -568,8 +569,8 @@ class Learner:
         photos), ``fine_tune(2)`` reached 96.08-96.73 % over three seeds with ``lr_ratio=100``
         against 93.46-96.08 % with 10; training the head on augmented images for one epoch
         instead of three on the cache gave 93.46-96.73 %. On Dogs vs Cats (10,000 photos),
-        ``fine_tune(3)`` reached 99.00-99.45 % over three seeds and ``fine_tune(5)`` 99.50 %
-        (99.65 % with :meth:`tta`).
+        ``fine_tune(3)`` reached 99.00-99.45 % over three seeds and ``fine_tune(5)``
+        99.50-99.60 % (99.45-99.55 % with :meth:`tta`).
 
         Returns:
             The epoch rows of both stages.
