@@ -1,10 +1,10 @@
 """The head's training step on cached activations, captured once as a CUDA graph.
 
-With ``precompute=True`` a training step is a few small matrix products on a (64, 1280) batch.
-Run eagerly, its time goes into Python and kernel launches: about 60 kernels for forward,
-backward and the optimizer, some 1.5 ms a step on an H100 against microseconds of arithmetic.
-Captured once per ``fit``, a step becomes three launches: copy the batch in, set the learning
-rates, replay the graph.
+With ``precompute=True`` a training step is a few small matrix products on a (64, D) batch
+(D = 2560 for efficientnet_lite2). Run eagerly, its time goes into Python and kernel launches
+for forward, backward and the optimizer: ``fit(0.01, 3)`` on 10,000 activations took 0.84 s on
+an H100, about 1.8 ms a step. Captured once per ``fit``, a step is a handful of launches (copy
+the batch in, set the learning rates, replay the graph, keep the loss): 0.22 s.
 
     step = HeadStep(head, optimizer)      # optimizer: fused AdamW, capturable, tensor lrs
     loss = step(xb, yb)                   # (B, D) float32, (B,) int64 on the GPU -> () loss
