@@ -264,3 +264,19 @@ def test_fail_fast_with_what_and_how_to_fix(tmp_path, dogscats_demo):
 
     with pytest.raises(ValueError, match="No class folders found"):
         ImageData.from_folder(tmp_path / "e" / "cats")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_decode_once_cache_lists_failures_in_skipped(corpus, capsys, workers):
+    """Training the whole network decodes into the in-memory cache (worker processes on a CPU):
+    files that fail there are reported and listed in data.skipped, as on the other paths."""
+    data = ImageData.from_folder(corpus, size=64, batch_size=16, num_workers=workers)
+    learn = Learner.pretrained("efficientnet_lite0", data, progress=False)
+    learn.checkpoint_dir = False
+    capsys.readouterr()
+    learn.fit(1e-4, 1)
+    err = capsys.readouterr().err
+    for name in TRUNCATED:
+        path = corpus / "train" / "dogs" / name
+        assert f"Could not decode {path}" in err
+        assert "truncated" in data.skipped[path]

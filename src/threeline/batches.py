@@ -123,7 +123,9 @@ def presized_cache(learn: Learner, items: Sequence, labels: Sequence[int] | None
         learn._presized[key] = presize(items, labels, short=p.resize_to,
                                        interpolation=p.interpolation,
                                        num_workers=learn.data.num_workers,
-                                       progress=learn.progress, device=learn.device)
+                                       progress=learn.progress, device=learn.device,
+                                       max_pixels=learn.data.max_pixels,
+                                       on_failure=learn.data.report_failure)
     return learn._presized[key]
 
 

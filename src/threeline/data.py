@@ -230,9 +230,9 @@ class ImageData:
         """Note a file that failed to decode (once): add it to ``skipped``, print one line."""
         if Path(path) not in self.skipped:
             self.skipped[Path(path)] = reason
-            print(f"Could not decode {_show(Path(path))}: {reason}. A gray image stood in for it; "
-                  f"remove or replace the file (listed in data.skipped).", file=sys.stderr,
-                  flush=True)
+            print(f"Could not decode {show_path(Path(path))}: {reason}. A gray image stood in "
+                  f"for it; remove or replace the file (listed in data.skipped).",
+                  file=sys.stderr, flush=True)
 
 
 class ImageLoader(DataLoader):
@@ -312,7 +312,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image, failure = self.decode(index)
         if failure is not None:
-            print(f"Could not decode {_show(Path(str(self.files[index])))}: {failure}. "
+            print(f"Could not decode {show_path(Path(str(self.files[index])))}: {failure}. "
                   f"A gray image stood in for it.", file=sys.stderr, flush=True)
         return image, self.labels[index]
 
@@ -485,7 +485,7 @@ def skipped_summary(skipped: dict[Path, str], root: Path, total: int | None = No
     out_of = f" of {total}" if total else ""
     noun = "file (not a usable image)" if n == 1 and not total else "files (not usable images)"
     items = sorted(skipped.items())[:show]
-    shown = "; ".join(f"{_show(_relative(p, root))} ({r})" for p, r in items)
+    shown = "; ".join(f"{show_path(_relative(p, root))} ({r})" for p, r in items)
     more = f"; and {n - show} more" if n > show else ""
     hint = ""
     if any(r.startswith("too large") for r in skipped.values()):
@@ -501,8 +501,13 @@ def _relative(path: Path, root: Path) -> Path:
         return path
 
 
-def _show(path: Path) -> str:
-    """A path that prints on any terminal (undecodable bytes escaped)."""
+def show_path(path: Path) -> str:
+    """A path that prints on any terminal (undecodable bytes escaped).
+
+    Example:
+        >>> show_path(Path("photos/cat.jpg"))
+        'photos/cat.jpg'
+    """
     return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 

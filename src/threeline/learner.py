@@ -631,7 +631,8 @@ class Learner:
         else:  # new images: decoded for this call only
             cache = presize(files, None, short=self.preprocess.resize_to,
                             interpolation=self.preprocess.interpolation,
-                            num_workers=self.data.num_workers, device=self.device)
+                            num_workers=self.data.num_workers, device=self.device,
+                            max_pixels=self.data.max_pixels)
         aug = (self._augment or augmentation.side_on()).for_tta()
         flip = aug.flip or aug.dihedral
         generator = torch.Generator().manual_seed(seed)

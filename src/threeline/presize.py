@@ -15,16 +15,18 @@ Memory: 3 x short x (up to max_ratio x short) bytes per image, e.g. about 0.2 MB
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from threeline import decode
-from threeline.data import ImageFiles, default_workers
-from threeline.images import load_image
+from threeline.data import ImageFiles, default_workers, show_path
+from threeline.images import MAX_PIXELS, load_image
 from threeline.progress import Progress
 from threeline.transforms import Box, pil_to_tensor, resize_box
 
@@ -120,9 +122,15 @@ def presize_box(w: int, h: int, short: int, max_ratio: float = 1.5) -> Box:
 
 def presize(items: Sequence, labels: Sequence[int] | None, short: int, max_ratio: float = 1.5,
             interpolation: str = "bicubic", num_workers: int | None = None,
-            progress: bool = False, device: torch.device | None = None) -> Presized:
+            progress: bool = False, device: torch.device | None = None,
+            max_pixels: int | None = MAX_PIXELS,
+            on_failure: Callable[[str, str], None] | None = None) -> Presized:
     """Decode ``items`` once into an in-memory :class:`Presized`: on a CUDA ``device``, ordinary
     JPEGs with nvjpeg (:mod:`threeline.decode`); otherwise in parallel worker processes.
+
+    A file that cannot be decoded becomes a gray stand-in, and ``on_failure(path, reason)`` is
+    called for it in this process (:meth:`threeline.ImageData.report_failure` lists it in
+    ``data.skipped``); without ``on_failure`` one line is printed.
 
     Example:
         >>> from threeline.data import demo_path
@@ -131,33 +139,60 @@ def presize(items: Sequence, labels: Sequence[int] | None, short: int, max_ratio
         4
     """
     transform = PresizeImage(short, max_ratio, interpolation)
-    dataset = ImageFiles(list(items), labels, transform)
+    dataset = ImageFiles(list(items), labels, transform, max_pixels)
+    report = on_failure or _print_failure
     images: list[torch.Tensor] = []
     with Progress(len(items), "decode images", unit="img", enabled=progress) as bar:
-        for chunk in _decoded(dataset, transform, device, num_workers):
+        for chunk in _decoded(dataset, transform, device, num_workers, report):
             images += chunk
             bar.update(len(chunk))
     return Presized(images, torch.tensor(dataset.labels, dtype=torch.int64), int(short))
 
 
 def _decoded(dataset: ImageFiles, transform: PresizeImage, device: torch.device | None,
-             num_workers: int | None) -> Iterator[list[torch.Tensor]]:
-    """The dataset's images, in order, in chunks of CPU tensors."""
+             num_workers: int | None, report: Callable[[str, str], None]
+             ) -> Iterator[list[torch.Tensor]]:
+    """The dataset's images, in order, in chunks of CPU tensors; failures go to ``report``."""
     files = dataset.files
+
+    def checked(index: int, image: torch.Tensor, failure: str | None) -> torch.Tensor:
+        if failure is not None:
+            report(str(files[index]), failure)
+        return image
+
     if device is not None and decode.available(device) and not any(
             isinstance(f, Image.Image) for f in files):
         batches = decode.DecodeBatches(
             files, lambda w, h: presize_box(w, h, transform.short, transform.max_ratio),
-            device, fallback=lambda i: dataset[i][0], interpolation=transform.interpolation,
-            max_pixels=dataset.max_pixels)
+            device, fallback=lambda i: checked(i, *dataset.decode(i)),
+            interpolation=transform.interpolation, max_pixels=dataset.max_pixels)
         for chunk in batches(batch_size=256):
             yield _to_cpu(chunk)
         return
     workers = default_workers() if num_workers is None else num_workers
     workers = min(workers, max(0, len(files) // 32))
-    loader = DataLoader(dataset, batch_size=16, num_workers=workers, collate_fn=_as_list)
-    for chunk in loader:
-        yield [image for image, _ in chunk]
+    loader = DataLoader(_Decodes(dataset), batch_size=16, num_workers=workers,
+                        collate_fn=_as_list)
+    for chunk in loader:  # (index, image, failure) triples, in order
+        yield [checked(*item) for item in chunk]
+
+
+class _Decodes(torch.utils.data.Dataset):
+    """index -> (index, image, failure or None): failures travel back from worker processes."""
+
+    def __init__(self, files: ImageFiles):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor, str | None]:
+        return (index, *self.files.decode(index))
+
+
+def _print_failure(path: str, reason: str) -> None:
+    print(f"Could not decode {show_path(Path(path))}: {reason}. A gray image stood in for it.",
+          file=sys.stderr, flush=True)
 
 
 def _to_cpu(images: list[torch.Tensor]) -> list[torch.Tensor]:
