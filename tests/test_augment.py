@@ -13,7 +13,7 @@ from PIL import Image
 from threeline import ImageData, Learner, batches
 from threeline.augment import Augment, side_on, top_down
 from threeline.presize import presize
-from threeline.transforms import Preprocess
+from threeline.transforms import Preprocess, normalize
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +101,17 @@ def test_tta_first_copy_is_the_mirror_image(trained, tmp_path):
     expected = np.logaddexp(plain, flipped) - np.log(2)  # log of the mean probability
     assert np.allclose(trained.tta(n=1, items=files), expected, rtol=1e-3, atol=1e-3)
     assert not np.allclose(plain, flipped, rtol=1e-2)  # the mirror image is a different input
+
+
+def test_normalize_matches_the_formula_and_leaves_its_input_alone(dogscats_demo):
+    """(x / 255 - mean) / std per channel, for uint8 and float batches, in either memory layout."""
+    files = sorted((dogscats_demo / "train" / "cats").iterdir())[:4]
+    batch = torch.stack([Preprocess(size=64)(f) for f in files])  # (4, 3, 64, 64) uint8
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    expected = (batch.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(
+        std).view(1, 3, 1, 1)
+    torch.testing.assert_close(normalize(batch, mean, std), expected, rtol=0, atol=1e-5)
+    floats = (batch.float() / 255).contiguous(memory_format=torch.channels_last)
+    before = floats.clone()
+    torch.testing.assert_close(normalize(floats, mean, std), expected, rtol=0, atol=1e-5)
+    assert torch.equal(floats, before)
