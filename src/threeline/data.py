@@ -211,7 +211,7 @@ class ImageData:
         line names it, and it is added to ``skipped``.
         """
         workers = self.num_workers if self.num_workers is not None else default_workers()
-        dataset = _ReportingFiles(list(files), labels, transform, self.max_pixels)
+        dataset = ReportingFiles(list(files), labels, transform, self.max_pixels)
         return ImageLoader(
             dataset,
             on_failure=self.report_failure,
@@ -312,8 +312,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image, failure = self.decode(index)
         if failure is not None:
-            print(f"Could not decode {show_path(Path(str(self.files[index])))}: {failure}. "
-                  f"A gray image stood in for it.", file=sys.stderr, flush=True)
+            print_failure(str(self.files[index]), failure)
         return image, self.labels[index]
 
     def decode(self, index: int) -> tuple[torch.Tensor, str | None]:
@@ -329,8 +328,17 @@ class ImageFiles(Dataset):
         return self.transform(Image.new("RGB", (256, 256), (128, 128, 128))), reason
 
 
-class _ReportingFiles(ImageFiles):
-    """ImageFiles whose items also carry the failure (or None) to the main process."""
+class ReportingFiles(ImageFiles):
+    """ImageFiles whose items also carry the failure, ``(path, reason)`` or None, back from
+    worker processes: ``(image, label, failure)``.
+
+    Example:
+        >>> from threeline.transforms import Preprocess
+        >>> files = sorted((demo_path() / "train" / "cats").iterdir())[:1]
+        >>> image, label, failure = ReportingFiles(files, [0], Preprocess(size=64))[0]
+        >>> image.shape, label, failure
+        (torch.Size([3, 64, 64]), 0, None)
+    """
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, tuple[str, str] | None]:
         image, failure = self.decode(index)
@@ -499,6 +507,19 @@ def _relative(path: Path, root: Path) -> Path:
         return path.relative_to(root)
     except ValueError:
         return path
+
+
+def print_failure(path: str, reason: str) -> None:
+    """One line on stderr for a file that failed to decode where no ``data.skipped`` lists it.
+
+    Example:
+        >>> import contextlib
+        >>> with contextlib.redirect_stderr(sys.stdout):
+        ...     print_failure("a/b.jpg", "truncated")
+        Could not decode a/b.jpg: truncated. A gray image stood in for it.
+    """
+    print(f"Could not decode {show_path(Path(path))}: {reason}. A gray image stood in for it.",
+          file=sys.stderr, flush=True)
 
 
 def show_path(path: Path) -> str:

@@ -15,17 +15,15 @@ Memory: 3 x short x (up to max_ratio x short) bytes per image, e.g. about 0.2 MB
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from threeline import decode
-from threeline.data import ImageFiles, default_workers, show_path
+from threeline.data import ReportingFiles, default_workers, print_failure
 from threeline.images import MAX_PIXELS, load_image
 from threeline.progress import Progress
 from threeline.transforms import Box, pil_to_tensor, resize_box
@@ -139,8 +137,8 @@ def presize(items: Sequence, labels: Sequence[int] | None, short: int, max_ratio
         4
     """
     transform = PresizeImage(short, max_ratio, interpolation)
-    dataset = ImageFiles(list(items), labels, transform, max_pixels)
-    report = on_failure or _print_failure
+    dataset = ReportingFiles(list(items), labels, transform, max_pixels)
+    report = on_failure or print_failure
     images: list[torch.Tensor] = []
     with Progress(len(items), "decode images", unit="img", enabled=progress) as bar:
         for chunk in _decoded(dataset, transform, device, num_workers, report):
@@ -149,50 +147,32 @@ def presize(items: Sequence, labels: Sequence[int] | None, short: int, max_ratio
     return Presized(images, torch.tensor(dataset.labels, dtype=torch.int64), int(short))
 
 
-def _decoded(dataset: ImageFiles, transform: PresizeImage, device: torch.device | None,
+def _decoded(dataset: ReportingFiles, transform: PresizeImage, device: torch.device | None,
              num_workers: int | None, report: Callable[[str, str], None]
              ) -> Iterator[list[torch.Tensor]]:
     """The dataset's images, in order, in chunks of CPU tensors; failures go to ``report``."""
-    files = dataset.files
 
-    def checked(index: int, image: torch.Tensor, failure: str | None) -> torch.Tensor:
+    def checked(image: torch.Tensor, label: int, failure: tuple[str, str] | None
+                ) -> torch.Tensor:
         if failure is not None:
-            report(str(files[index]), failure)
+            report(*failure)
         return image
 
+    files = dataset.files
     if device is not None and decode.available(device) and not any(
             isinstance(f, Image.Image) for f in files):
         batches = decode.DecodeBatches(
             files, lambda w, h: presize_box(w, h, transform.short, transform.max_ratio),
-            device, fallback=lambda i: checked(i, *dataset.decode(i)),
+            device, fallback=lambda i: checked(*dataset[i]),
             interpolation=transform.interpolation, max_pixels=dataset.max_pixels)
         for chunk in batches(batch_size=256):
             yield _to_cpu(chunk)
         return
     workers = default_workers() if num_workers is None else num_workers
     workers = min(workers, max(0, len(files) // 32))
-    loader = DataLoader(_Decodes(dataset), batch_size=16, num_workers=workers,
-                        collate_fn=_as_list)
-    for chunk in loader:  # (index, image, failure) triples, in order
+    loader = DataLoader(dataset, batch_size=16, num_workers=workers, collate_fn=_as_list)
+    for chunk in loader:  # (image, label, failure) triples, in order
         yield [checked(*item) for item in chunk]
-
-
-class _Decodes(torch.utils.data.Dataset):
-    """index -> (index, image, failure or None): failures travel back from worker processes."""
-
-    def __init__(self, files: ImageFiles):
-        self.files = files
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor, str | None]:
-        return (index, *self.files.decode(index))
-
-
-def _print_failure(path: str, reason: str) -> None:
-    print(f"Could not decode {show_path(Path(path))}: {reason}. A gray image stood in for it.",
-          file=sys.stderr, flush=True)
 
 
 def _to_cpu(images: list[torch.Tensor]) -> list[torch.Tensor]:
