@@ -67,7 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--finetune-seeds", type=int, help="repeats of the finetune runs")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="frozen mode, threeline and fastai (one-cycle peak)")
-    p.add_argument("--finetune-lr", type=float, help="base_lr of fine_tune, threeline and fastai")
+    p.add_argument("--finetune-lr", type=float,
+                   help="fastai's fine_tune base_lr (threeline's fine_tune keeps its defaults)")
     p.add_argument("--torch-lr", type=float, help="SGD learning rate of the tutorial loop")
     p.add_argument("--max-train", type=int, help="use a seeded, class-balanced subset of train")
     p.add_argument("--max-valid", type=int, help="the same for valid")
@@ -182,8 +183,7 @@ def header(args, tasks: dict[str, Selection], runs: list[dict], load: tuple, sta
     versions = {r.get("fastai_version") for r in ok} - {None}
     stand_ins = sorted({s for r in ok for s in r.get("stand_ins", [])})
     device = first.get("device_name", args.device)
-    machine = getattr(args, "machine", None) or {"cpu": cpu_model(), "cores": cpu_count()}
-    commands = getattr(args, "commands", None) or [" ".join(sys.argv[1:])]
+    machine, commands = args.machine, args.commands  # set by write()
     lines = [
         f"# threeline vs fastai vs a PyTorch-tutorial loop — {args.name}, {started[:10]}",
         "",
@@ -198,8 +198,9 @@ def header(args, tasks: dict[str, Selection], runs: list[dict], load: tuple, sta
         f"- backbone: `{args.arch}` (timm `{args.timm_name}`), the same local ImageNet weights "
         f"for all; image size {args.size}; batch size {args.batch_size}",
         f"- frozen: {args.epochs} epochs, lr {args.lr:g} (threeline, fastai), SGD lr "
-        f"{args.torch_lr:g} (tutorial loop); finetune: fine_tune({args.finetune_epochs}) = 1 "
-        f"frozen + {args.finetune_epochs} unfrozen epochs, base_lr {args.finetune_lr:g}",
+        f"{args.torch_lr:g} (tutorial loop); finetune: fine_tune({args.finetune_epochs}), fastai "
+        f"with base_lr {args.finetune_lr:g} (1 frozen + {args.finetune_epochs} unfrozen "
+        f"epochs), threeline with its own defaults (see What ran)",
         f"- repeats: {args.seeds} seeds frozen, {args.finetune_seeds} finetune"
         + (f"; time budget {args.budget_s:g} s" if args.budget_s else ""),
     ]
@@ -230,12 +231,11 @@ def write(args, tasks, runs, load, started, skipped) -> Path:
 
 def rebuild(args) -> None:
     """One table from the records of one or more earlier sweeps (e.g. one per GPU call)."""
-    runs, tasks, skipped, loads, commands = [], {}, [], [], []
+    runs, tasks, skipped, commands = [], {}, [], []
     for name in args.from_json:
         raw = json.loads(Path(name).read_text())
         runs += raw["runs"]
         skipped += raw.get("skipped", [])
-        loads.append(raw.get("load"))
         started = raw["started"]
         for key, value in raw["args"].items():
             if key not in ("out_dir", "name") or getattr(args, key, None) is None:
@@ -286,7 +286,7 @@ def main(argv=None) -> None:
         if args.budget_s and seed > 0 and elapsed + last.get(key, 0.0) > args.budget_s:
             skipped.append(what)
             continue
-        cache = work / f"cache-{task}-s{seed}"
+        cache = work / f"cache-{task}-{mode}-s{seed}"  # a warm run reuses its own mode's
         spec = Spec(framework=framework, task=task, mode=mode, seed=seed, arch=args.arch,
                     timm_name=args.timm_name, weights=weights,
                     selection=str(work / f"{task}.selection.json"), size=args.size,

@@ -38,7 +38,8 @@ def run_threeline(path: str | os.PathLike, arch: str = "efficientnet_lite0", siz
             on augmented images), ``"one_cycle"`` / ``"sgdr"`` (whole network, ``epochs``
             epochs, differential rates ``slice(lr / lr_ratio, lr)``; SGDR uses cycle_len=1),
             or ``"fine_tune"`` (:meth:`Learner.fine_tune`; ``lr`` is its ``base_lr``). Settings
-            left None take the library's defaults (fine_tune) or lr 2e-3, lr_ratio 100.
+            left None take the library's defaults (fine_tune), else lr 1e-2 for the head alone
+            ("precompute", "frozen") and 2e-3 for the whole network, lr_ratio 100.
         max_train: use only this many training images (a seeded sample), for quick runs.
 
     Returns:

@@ -14,7 +14,6 @@ import inspect
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from threeline import ImageData, Learner
 
@@ -32,18 +31,6 @@ def _restrict(data: ImageData, selection) -> ImageData:
 
     return dataclasses.replace(data, train=keep(data.train, selection.train),
                                valid=keep(data.valid, selection.valid))
-
-
-def _accuracy(out, labels: list[int]) -> float:
-    """Accuracy from whatever ``tta`` returns: log-probabilities, (preds, targets) or a number."""
-    if isinstance(out, tuple):
-        out = out[0]
-    if isinstance(out, torch.Tensor):
-        out = out.detach().float().cpu().numpy()
-    out = np.asarray(out)
-    if out.ndim == 0:
-        return float(out)
-    return float((out.argmax(1) == np.asarray(labels)).mean())
 
 
 def run(spec, selection, clock) -> dict:
@@ -75,8 +62,9 @@ def run(spec, selection, clock) -> dict:
         "n_valid": len(data.valid),
         "tta_accuracy": None,
     }
-    if spec.tta and hasattr(learn, "tta"):
+    if spec.tta:
         clock.mark("tta_start")
-        result["tta_accuracy"] = _accuracy(learn.tta(), data.valid.labels)
+        labels = np.asarray(data.valid.labels)
+        result["tta_accuracy"] = float((learn.tta().argmax(1) == labels).mean())
         clock.mark("tta_end")
     return result
