@@ -268,8 +268,9 @@ def test_fail_fast_with_what_and_how_to_fix(tmp_path, dogscats_demo):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_decode_once_cache_lists_failures_in_skipped(corpus, capsys, workers):
-    """Training the whole network decodes into the in-memory cache (worker processes on a CPU):
-    files that fail there are reported and listed in data.skipped, as on the other paths."""
+    """Training without precompute decodes into the in-memory cache (in a worker process with
+    workers=2: the 38 training files allow one): files that fail there are reported and listed
+    in data.skipped, as on the other paths."""
     data = ImageData.from_folder(corpus, size=64, batch_size=16, num_workers=workers)
     learn = Learner.pretrained("efficientnet_lite0", data, progress=False)
     learn.checkpoint_dir = False

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from threeline import ImageData, Learner
+from threeline import ImageData, Learner, head_graph
 from threeline.head_graph import HeadStep, capturable_optimizer, set_lr
 from threeline.model import optimizer_groups
 
@@ -32,14 +32,26 @@ def _learner(folder, cuda_graphs: bool, dropout: float) -> Learner:
     return learn
 
 
+_made: list[HeadStep] = []  # what fit built, to check that it really replayed a graph
+
+
+class _Recorded(HeadStep):
+    def __init__(self, *args):
+        super().__init__(*args)
+        _made.append(self)
+
+
 @needs_cuda
-def test_graphed_fit_trains_like_the_eager_fit(dogscats_demo):
+def test_graphed_fit_trains_like_the_eager_fit(dogscats_demo, monkeypatch):
+    monkeypatch.setattr(head_graph, "HeadStep", _Recorded)
+    _made.clear()
     eager = _learner(dogscats_demo, cuda_graphs=False, dropout=0.0)
     graphed = _learner(dogscats_demo, cuda_graphs=True, dropout=0.0)
     eager_rows = eager.fit(0.01, 2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a failed capture would warn and train eagerly
         graphed_rows = graphed.fit(0.01, 2)
+    assert len(_made) == 1 and _made[0].graph is not None
     for a, b in zip(eager_rows, graphed_rows, strict=True):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
         assert b["valid_loss"] == pytest.approx(a["valid_loss"], rel=1e-4)
