@@ -30,7 +30,7 @@ from threeline.interpret import Interpretation
 from threeline.model import Body, layer_groups, make_head, optimizer_groups
 from threeline.presize import Presized, presize
 from threeline.progress import EpochTable
-from threeline.transforms import Preprocess
+from threeline.transforms import Preprocess, to_device
 from threeline.weights import DEFAULT_ARCH, cache_dir, create_backbone
 
 
@@ -638,21 +638,21 @@ class Learner:
         generator = torch.Generator().manual_seed(seed)
         self.body.eval()
         self.head.eval()
-        probs = torch.zeros(len(cache), len(self.classes))  # (N, C)
+        probs = torch.zeros(len(cache), len(self.classes), device=self.device)  # (N, C)
         bs, size = self.data.batch_size, self.preprocess.size
         for view in range(n + 1):
             for start in range(0, len(cache), bs):
                 index = list(range(start, min(start + bs, len(cache))))
                 if view <= 1 and (view == 0 or flip):  # the plain view, and its mirror image
-                    images = cache.center_crops(index, size).to(self.device)  # (B, 3, S, S)
+                    images = to_device(cache.center_crops(index, size), self.device)
                     images = images if view == 0 else images.flip(-1)
                 else:
                     padded, sizes, _ = cache.batch(index)
-                    images = aug(padded.to(self.device), sizes, size, generator)
+                    images = aug(to_device(padded, self.device), sizes, size, generator)
                 with self._autocast():
                     logits = self.head(self.body(batches.model_input(self, images)))  # (B, C)
-                probs[start:start + len(index)] += F.softmax(logits.float(), 1).cpu()
-        return torch.log(probs / (n + 1)).numpy()
+                probs[start:start + len(index)] += F.softmax(logits.float(), 1)
+        return torch.log(probs / (n + 1)).cpu().numpy()  # one copy: the host never waits
 
     @torch.inference_mode()
     def validate(self) -> tuple[float, float]:
