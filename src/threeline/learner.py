@@ -27,7 +27,7 @@ from threeline.checkpoints import Checkpoints
 from threeline.data import ImageData
 from threeline.images import is_image_file
 from threeline.interpret import Interpretation
-from threeline.model import Body, layer_groups, make_head, optimizer_groups
+from threeline.model import Body, check_head, layer_groups, make_head, optimizer_groups
 from threeline.presize import Presized, presize
 from threeline.progress import EpochTable
 from threeline.transforms import Preprocess, to_device
@@ -100,7 +100,8 @@ class Learner:
             weights: a local weights file to use instead of the default source.
             seed: makes the head's initialisation and the batch order repeatable.
             cache_dir: where activations are cached (default: :func:`threeline.cache_dir`).
-            hidden, dropout: the head's hidden width and dropout.
+            hidden, dropout: the head's hidden width, and its dropout: ``dropout`` before its
+                first layer, twice that before its last (so below 0.5).
             progress: show progress bars / lines.
             augment: None, ``"side_on"`` (photos), ``"top_down"`` (satellite, microscopy) or an
                 :class:`threeline.augment.Augment`; training batches are augmented on the device.
@@ -118,6 +119,7 @@ class Learner:
                 f"data must be an ImageData (e.g. ImageData.from_folder('path/to/images')), "
                 f"got {type(data).__name__}."
             )
+        check_head(hidden, dropout)
         arch = arch or DEFAULT_ARCH
         network, config, weights_id = create_backbone(arch, weights=weights)
         body = Body(network)

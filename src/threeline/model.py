@@ -34,14 +34,35 @@ class Body(nn.Module):
         return self.pool(maps)  # (B, 2F)
 
 
+def check_head(hidden: int, dropout: float) -> None:
+    """Raise a ValueError that says how to fix a head's width or dropout that cannot train.
+
+    Example:
+        >>> check_head(512, 0.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: dropout must be at least 0 and below 0.5, got 0.5: the head drops ...
+    """
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise ValueError(f"hidden must be a positive whole number (the head's hidden width), "
+                         f"got {hidden!r}. The default is 512.")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+            or not 0 <= dropout < 0.5:
+        raise ValueError(
+            f"dropout must be at least 0 and below 0.5, got {dropout!r}: the head drops "
+            f"inputs with this probability before its first layer and with twice it before its "
+            f"last, and a probability of 1 would drop everything. The default is 0.25.")
+
+
 def make_head(in_features: int, n_classes: int, hidden: int = 512,
               dropout: float = 0.25) -> nn.Sequential:
-    """BatchNorm -> Dropout -> Linear -> ReLU -> BatchNorm -> Dropout -> Linear.
+    """BatchNorm -> Dropout(p) -> Linear -> ReLU -> BatchNorm -> Dropout(2p) -> Linear.
 
     Example:
         >>> make_head(2560, 2)(torch.zeros(4, 2560)).shape
         torch.Size([4, 2])
     """
+    check_head(hidden, dropout)
     return nn.Sequential(
         nn.BatchNorm1d(in_features),
         nn.Dropout(dropout),
