@@ -51,19 +51,20 @@ def machine() -> str:
 
 def bare_forward(learn: Learner, batches: int) -> tuple[float, int]:
     """Images/s of the body alone on one decoded batch repeated (no decoding, no disk), at the
-    batch size, dtype and memory format that precompute uses; and that batch size."""
+    batch size, dtype and memory format that precompute uses, with BatchNorm folded as there;
+    and that batch size."""
     batch_size = inference_batch_size(learn)
     files = (learn.data.train.files * batch_size)[:batch_size]
     images = torch.stack([learn.preprocess(f) for f in files]).to(learn.device)  # uint8
     sync = torch.cuda.synchronize if learn.device.type == "cuda" else (lambda: None)
-    learn.body.eval()
+    body = features.inference_body(learn)
     rates = []
     with torch.inference_mode():
         for i in range(batches + 2):
             start = time.perf_counter()
             x = model_input(learn, images)
             with learn._autocast():
-                learn.body(x)
+                body(x)
             sync()
             if i >= 2:  # two warm-up batches
                 rates.append(batch_size / (time.perf_counter() - start))

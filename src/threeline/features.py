@@ -21,12 +21,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from threeline import batches
+from threeline.fold import folded
 from threeline.progress import Progress
 
 if TYPE_CHECKING:
     from threeline.learner import Learner
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: activations of the network with BatchNorm folded (threeline.fold)
 
 
 def files_fingerprint(files: Sequence[Path]) -> list[tuple[str, int, int]]:
@@ -112,10 +113,11 @@ def ensure(learn: Learner, splits: Sequence[str]) -> None:
 def run_body(learn: Learner, items: Sequence, desc: str) -> torch.Tensor:
     """Pooled activations (N, D) float32 on the CPU, for files or PIL images.
 
+    The body runs with its BatchNorms folded into its convolutions (:mod:`threeline.fold`).
     They gather on the device and come back in one copy at the end: a copy per batch would
     make the host wait for each forward pass instead of decoding the next batch meanwhile.
     """
-    learn.body.eval()
+    body = inference_body(learn)
     out = torch.empty(len(items), learn.body.out_features, dtype=torch.float32,
                       device=learn.device)
     start = 0
@@ -123,8 +125,23 @@ def run_body(learn: Learner, items: Sequence, desc: str) -> torch.Tensor:
         size = batches.inference_batch_size(learn)
         for images, _ in batches.image_batches(learn, items, None, False, batch_size=size):
             with learn._autocast():
-                acts = learn.body(images).float()  # (B, D)
+                acts = body(images).float()  # (B, D)
             out[start:start + len(acts)] = acts
             start += len(acts)
             bar.update(len(acts))
     return out.cpu()
+
+
+def inference_body(learn: Learner) -> torch.nn.Module:
+    """An eval-mode copy of the learner's body with BatchNorm folded into the convolutions.
+
+    Example:
+        >>> from threeline import ImageData, Learner, demo_path
+        >>> learn = Learner.pretrained("efficientnet_lite0", ImageData.from_folder(demo_path()))
+        >>> any(isinstance(m, torch.nn.BatchNorm2d) for m in inference_body(learn).modules())
+        False
+    """
+    size = learn.preprocess.size
+    example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    return folded(learn.body, example.to(learn.device).contiguous(
+        memory_format=learn.memory_format))

@@ -1,0 +1,107 @@
+"""BatchNorm folded into the convolution before it, for inference with a frozen network.
+
+In eval mode a BatchNorm is a per-channel scale and shift, so it can be merged into the weights
+and bias of the convolution that feeds it. The network then runs one kernel fewer per layer: on an
+H100 the BatchNorms of efficientnet_lite2 took a fifth of its forward time. Precompute runs its
+pass over the images with a folded copy; the learner's own network is never changed.
+
+    fast = folded(learn.body, example)   # a new module; learn.body is untouched
+
+Pairs are found by running ``example`` through the network once: a BatchNorm whose input is
+exactly the output of a ``nn.Conv2d`` is folded into it. timm's ``BatchNormAct2d`` keeps its
+activation; other normalization layers are left as they are. A trace cannot see a conv's output
+used elsewhere too (a residual sum, say), so the folded copy is checked against the network on
+``example``; when they disagree the copy is returned unfolded.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import torch
+from timm.layers import BatchNormAct2d
+from torch import nn
+
+
+@torch.no_grad()
+def folded(network: nn.Module, example: torch.Tensor) -> nn.Module:
+    """An eval-mode copy of ``network`` with each conv -> BatchNorm pair merged into the conv.
+
+    Example:
+        >>> import timm
+        >>> net = timm.create_model("tf_efficientnet_lite0", num_classes=0).eval()
+        >>> x = torch.randn(2, 3, 64, 64)
+        >>> fast = folded(net, x)
+        >>> any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+        False
+        >>> bool(torch.allclose(fast(x), net(x), atol=1e-4))
+        True
+    """
+    copied = copy.deepcopy(network).eval()
+    # the copy keeps its owner's hooks; these trial runs are not theirs to see
+    theirs = {m: (m._forward_hooks, m._forward_pre_hooks) for m in copied.modules()}
+    for m in theirs:
+        m._forward_hooks, m._forward_pre_hooks = OrderedDict(), OrderedDict()
+    try:
+        expected = copied(example).float()
+        parents = {child: (parent, name) for parent in copied.modules()
+                   for name, child in parent.named_children()}
+        for conv, norm in _pairs(copied, example):
+            _merge(conv, norm)
+            parent, name = parents[norm]
+            kept = [m for m in (getattr(norm, "drop", None), getattr(norm, "act", None))
+                    if m is not None and not isinstance(m, nn.Identity)]
+            setattr(parent, name, nn.Sequential(*kept) if kept else nn.Identity())
+        error = (copied(example).float() - expected).abs().max()
+    finally:
+        for m, (forward, pre) in theirs.items():
+            m._forward_hooks, m._forward_pre_hooks = forward, pre
+    if not error <= 1e-2 * expected.abs().max() + 1e-5:  # also catches NaN
+        return copy.deepcopy(network).eval()
+    return copied
+
+
+def _pairs(network: nn.Module, example: torch.Tensor) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+    """(conv, norm) pairs where the norm's input is the conv's output, in running order."""
+    made: dict[int, tuple[torch.Tensor, nn.Conv2d]] = {}  # the tensors stay alive: ids unique
+    pairs: list[tuple[nn.Conv2d, nn.BatchNorm2d]] = []
+
+    def conv_ran(module, inputs, output):
+        made[id(output)] = (output, module)
+
+    def norm_ran(module, inputs, output):
+        source = made.get(id(inputs[0]))
+        if source is not None and source[0] is inputs[0]:
+            pairs.append((source[1], module))
+
+    hooks = [m.register_forward_hook(conv_ran) for m in network.modules()
+             if isinstance(m, nn.Conv2d)]
+    hooks += [m.register_forward_hook(norm_ran) for m in network.modules() if _foldable(m)]
+    try:
+        network(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    used = [conv for conv, _ in pairs]
+    return [(c, n) for c, n in pairs if used.count(c) == 1]  # a conv run twice: leave it
+
+
+def _foldable(module: nn.Module) -> bool:
+    """A plain BatchNorm2d, or timm's BatchNormAct2d, with running statistics."""
+    return (type(module) in (nn.BatchNorm2d, BatchNormAct2d)
+            and module.running_mean is not None and module.running_var is not None)
+
+
+def _merge(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
+    """conv's weight (O, I/groups, k, k) and bias (O,) take on norm's scale and shift."""
+    scale = torch.rsqrt(norm.running_var.float() + norm.eps)  # (O,)
+    if norm.weight is not None:
+        scale = scale * norm.weight.float()
+    shift = -norm.running_mean.float() * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias.float()
+    bias = conv.bias.float() if conv.bias is not None else torch.zeros_like(shift)
+    weight = conv.weight.float() * scale.view(-1, 1, 1, 1)
+    conv.weight = nn.Parameter(weight.to(conv.weight.dtype), requires_grad=False)
+    conv.bias = nn.Parameter((bias * scale + shift).to(conv.weight.dtype), requires_grad=False)
