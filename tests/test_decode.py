@@ -3,7 +3,6 @@ Pillow on real photos and on the odd-file corpus."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 from test_bad_inputs import make_corpus
-from threeline import batches, decode
+from threeline import decode
 from threeline.images import probe_image, quick_header
 from threeline.jpeg import HEAD_BYTES, jpeg_info
 from threeline.presize import PresizeImage, presize_box
@@ -211,55 +210,3 @@ def test_gpu_decoding_never_writes_into_memory_still_in_use(dogscats_demo):
     box = lambda w, h: center_crop_box(w, h, 256, 224)  # noqa: E731
     decoder = decode.DecodeBatches(files, box, torch.device("cuda"), lambda i: None)
     assert corrupted_decodes(decoder) == 0
-
-
-def _decoder(files: list[Path], device: torch.device) -> decode.DecodeBatches:
-    box = lambda w, h: center_crop_box(w, h, 256, 224)  # noqa: E731
-    return decode.DecodeBatches(files, box, device, lambda i: None)
-
-
-def test_ahead_hands_over_every_batch_in_order(dogscats_demo):
-    files = sorted((dogscats_demo / "train").rglob("*.jpg"))
-    direct = [torch.stack(b) for b in _decoder(files, torch.device("cpu"))(batch_size=6)]
-    made = batches.ahead(lambda: (torch.stack(b) for b in _decoder(files, torch.device("cpu"))(
-        batch_size=6)), torch.device("cpu"))
-    got = list(made)
-    assert len(got) == len(direct) == -(-len(files) // 6)
-    assert all(torch.equal(a, b) for a, b in zip(got, direct, strict=True))
-
-
-def test_ahead_raises_the_threads_error_and_stops_its_thread(dogscats_demo):
-    def failing():
-        yield 1
-        yield 2
-        raise OSError("disk gone")
-
-    got = []
-    with pytest.raises(OSError, match="disk gone"):
-        for item in batches.ahead(failing, torch.device("cpu")):
-            got.append(item)
-    assert got == [1, 2]
-
-    endless = batches.ahead(lambda: iter(range(10**9)), torch.device("cpu"))
-    assert next(endless) == 0
-    endless.close()  # the caller stops early: the thread must not run on
-    assert not any(t.name == "threeline-decode" for t in threading.enumerate())
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (nvjpeg)")
-def test_batches_decoded_in_a_thread_equal_those_decoded_in_turn(dogscats_demo):
-    """The thread queues its work on the caller's stream: forward passes queued in between must
-    neither run before a batch is ready nor see it overwritten."""
-    files = sorted((dogscats_demo / "train").rglob("*.jpg")) * 4
-    device = torch.device("cuda")
-    direct = [torch.stack(b).clone() for b in _decoder(files, device)(batch_size=16)]
-    weight = torch.randn(64, 3, 7, 7, device=device)
-    sums = []
-    for batch in batches.ahead(lambda: (torch.stack(b) for b in _decoder(files, device)(
-            batch_size=16)), device):
-        busy = torch.nn.functional.conv2d(batch.float().repeat(4, 1, 1, 1), weight)  # GPU work
-        sums.append((batch.clone(), busy.sum()))
-    torch.cuda.synchronize()
-    assert len(sums) == len(direct)
-    assert all(torch.equal(a, b) for (a, _), b in zip(sums, direct, strict=True))
-    assert all(torch.isfinite(s) for _, s in sums)

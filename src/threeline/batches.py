@@ -12,11 +12,8 @@ Every batch leaves here normalized, float32, (B, 3, S, S), in the learner's memo
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -28,8 +25,6 @@ from threeline.transforms import center_crop_box, normalize, to_device
 
 if TYPE_CHECKING:
     from threeline.learner import Learner
-
-T = TypeVar("T")
 
 
 def inference_batch_size(learn: Learner) -> int:
@@ -77,65 +72,13 @@ def image_batches(learn: Learner, items: Sequence, labels: Sequence[int] | None,
                 cache.labels[start:start + len(index)], learn.device)
         return
     if transform is None and not shuffle and _decodes_on_device(learn, items):
-        # decoding holds the host for about 0.1 ms an image: in a thread of its own it overlaps
-        # the forward passes that the caller queues meanwhile
-        yield from ahead(lambda: _device_decoded_batches(learn, items, labels, batch_size),
-                         learn.device)
+        yield from _device_decoded_batches(learn, items, labels, batch_size)
         return
     generator = torch.Generator().manual_seed(learn.seed + len(learn.history))
     loader = learn.data.loader(items, labels, transform or learn.preprocess, shuffle=shuffle,
                                pin_memory=cuda, generator=generator, batch_size=batch_size)
     for images, targets in loader:
         yield model_input(learn, to_device(images, learn.device)), to_device(targets, learn.device)
-
-
-def ahead(make: Callable[[], Iterator[T]], device: torch.device, depth: int = 2) -> Iterator[T]:
-    """The items of ``make()``, produced in a thread of their own, up to ``depth`` items ahead.
-
-    On CUDA the thread queues its work on the caller's current stream, before handing each item
-    over, so whatever the caller queues after receiving an item runs after the work that made it.
-    An error in the thread is raised here; stopping early stops the thread.
-
-    Example:
-        >>> list(ahead(lambda: iter(range(5)), torch.device("cpu")))
-        [0, 1, 2, 3, 4]
-    """
-    stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
-    items: queue.Queue = queue.Queue(depth)
-    stop, done = threading.Event(), object()
-
-    def put(item: object) -> None:
-        while not stop.is_set():
-            try:
-                items.put(item, timeout=0.05)
-                return
-            except queue.Full:
-                continue
-
-    def produce() -> None:
-        try:
-            with torch.cuda.stream(stream) if stream is not None else nullcontext():
-                for item in make():
-                    if stop.is_set():
-                        return
-                    put((item, None))
-            put((done, None))
-        except BaseException as err:  # handed to the caller and raised there
-            put((done, err))
-
-    thread = threading.Thread(target=produce, name="threeline-decode", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, err = items.get()
-            if item is done:
-                if err is not None:
-                    raise err
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _decodes_on_device(learn: Learner, items: Sequence) -> bool:
