@@ -18,7 +18,6 @@ import sys
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -421,12 +420,11 @@ class _Scanner:
         candidates: list[tuple[Path, int]] = []
         for label, name in enumerate(classes):
             candidates += [(path, label) for path in self._files(folder / name)]
-        # Header reads wait on the disk: threads overlap them. Chunks of files keep the threads
-        # from queueing for the interpreter lock once per file.
-        paths = [path for path, _ in candidates]
-        chunks = [paths[i:i + 256] for i in range(0, len(paths), 256)]
-        with pixel_limit(self.max_pixels), ThreadPoolExecutor(max_workers=8) as pool:
-            results = [size for sizes in pool.map(self._probe_all, chunks) for size in sizes]
+        # One file after another: threads fought over the interpreter lock at every read and
+        # were slower (Dogs vs Cats, 10,000 files in the page cache, 2 cores: 0.32-0.39 s in one
+        # thread, 0.68-0.92 s in 2, 4 or 8)
+        with pixel_limit(self.max_pixels):
+            results = [self._probe(path) for path, _ in candidates]
         files, labels = [], []
         for (path, label), size in zip(candidates, results, strict=True):
             if size is not None:
@@ -460,9 +458,6 @@ class _Scanner:
                     continue
                 found.append(path)
         return sorted(found, key=lambda p: p.parts)  # Path order, computed faster
-
-    def _probe_all(self, paths: list[Path]) -> list[tuple[int, int] | None]:
-        return [self._probe(path) for path in paths]
 
     def _probe(self, path: Path) -> tuple[int, int] | None:
         try:
