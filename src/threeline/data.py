@@ -75,7 +75,8 @@ class Split:
 class ImageData:
     """Labelled image files split into train and valid, with the image size to train at.
 
-    Build one with :meth:`from_folder`. ``size=None`` means "the backbone's native size".
+    Build one with :meth:`from_folder`. ``size=None`` means "the backbone's default size" (see
+    :class:`threeline.weights.BackboneSpec`).
     ``skipped`` maps each file that is not a usable image to the reason, in a few words.
     """
 
@@ -110,7 +111,7 @@ class ImageData:
 
         Args:
             path: the root folder (see the module docstring for the layouts understood).
-            size: the square image size to train at; None uses the backbone's native size.
+            size: the square image size to train at; None uses the backbone's default size.
             valid_pct: the fraction held out per class when there is no valid/ (or val/) folder.
             seed: makes that split deterministic.
             batch_size: images per batch.
@@ -421,8 +422,8 @@ class _Scanner:
         for label, name in enumerate(classes):
             candidates += [(path, label) for path in self._files(folder / name)]
         # One file after another: threads fought over the interpreter lock at every read and
-        # were slower (Dogs vs Cats, 10,000 files in the page cache, 2 cores: 0.32-0.39 s in one
-        # thread, 0.68-0.92 s in 2, 4 or 8)
+        # were slower (Dogs vs Cats, 10,000 files in the page cache, 2 cores: 0.32-0.54 s in one
+        # thread, 0.62-1.26 s in 2, 4 or 8)
         with pixel_limit(self.max_pixels):
             results = [self._probe(path) for path, _ in candidates]
         files, labels = [], []

@@ -27,7 +27,7 @@ from threeline.progress import Progress
 if TYPE_CHECKING:
     from threeline.learner import Learner
 
-FORMAT_VERSION = 2  # 2: activations of the network with BatchNorm folded (threeline.fold)
+FORMAT_VERSION = 2  # 2: BatchNorm folded (threeline.fold), stored in the body's output type
 
 
 def files_fingerprint(files: Sequence[Path]) -> list[tuple[str, int, int]]:
