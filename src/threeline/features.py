@@ -110,7 +110,8 @@ def ensure(learn: Learner, splits: Sequence[str]) -> None:
     names = "precompute " + " + ".join(s for s, _, _ in missing)
     if all(batches.presize_key(learn, part.files) in learn._presized for _, part, _ in missing):
         # already decoded into memory (fine_tune does that first): no decoding at all
-        acts = torch.cat([run_body(learn, part.files, desc=names) for _, part, _ in missing])
+        body = inference_body(learn)
+        acts = torch.cat([run_body(learn, part.files, names, body) for _, part, _ in missing])
     else:  # one set of decoding workers for all the splits
         acts = run_body(learn, [f for _, part, _ in missing for f in part.files], desc=names)
     start = 0
@@ -124,16 +125,18 @@ def ensure(learn: Learner, splits: Sequence[str]) -> None:
 
 
 @torch.inference_mode()
-def run_body(learn: Learner, items: Sequence, desc: str) -> torch.Tensor:
+def run_body(learn: Learner, items: Sequence, desc: str,
+             body: torch.nn.Module | None = None) -> torch.Tensor:
     """Pooled activations (N, D) on the CPU, for files or PIL images, in the type the body
     computed them in: bfloat16 under CUDA's autocast (half the bytes to copy and cache, nothing
     lost), float32 on a CPU.
 
-    The body runs with its BatchNorms folded into its convolutions (:mod:`threeline.fold`).
+    The body runs with its BatchNorms folded into its convolutions (:mod:`threeline.fold`);
+    ``body`` passes an :func:`inference_body` already made, so several passes share one.
     They gather on the device and come back in one copy at the end: a copy per batch would
     make the host wait for each forward pass instead of decoding the next batch meanwhile.
     """
-    body = inference_body(learn)
+    body = body if body is not None else inference_body(learn)
     out: torch.Tensor | None = None
     start = 0
     with Progress(len(items), desc, unit="img", enabled=learn.progress) as bar:

@@ -44,10 +44,10 @@ def folded(network: nn.Module, example: torch.Tensor) -> nn.Module:
     for m in theirs:
         m._forward_hooks, m._forward_pre_hooks = OrderedDict(), OrderedDict()
     try:
-        expected = copied(example).float()
+        pairs, expected = _pairs(copied, example)
         parents = {child: (parent, name) for parent in copied.modules()
                    for name, child in parent.named_children()}
-        for conv, norm in _pairs(copied, example):
+        for conv, norm in pairs:
             _merge(conv, norm)
             parent, name = parents[norm]
             kept = [m for m in (getattr(norm, "drop", None), getattr(norm, "act", None))
@@ -62,8 +62,10 @@ def folded(network: nn.Module, example: torch.Tensor) -> nn.Module:
     return copied
 
 
-def _pairs(network: nn.Module, example: torch.Tensor) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
-    """(conv, norm) pairs where the norm's input is the conv's output, in running order."""
+def _pairs(network: nn.Module, example: torch.Tensor
+           ) -> tuple[list[tuple[nn.Conv2d, nn.BatchNorm2d]], torch.Tensor]:
+    """(conv, norm) pairs where the norm's input is the conv's output, in running order; and
+    the network's output on ``example`` (float32), to check the folded copy against."""
     made: dict[int, tuple[torch.Tensor, nn.Conv2d]] = {}  # the tensors stay alive: ids unique
     pairs: list[tuple[nn.Conv2d, nn.BatchNorm2d]] = []
 
@@ -79,12 +81,12 @@ def _pairs(network: nn.Module, example: torch.Tensor) -> list[tuple[nn.Conv2d, n
              if isinstance(m, nn.Conv2d)]
     hooks += [m.register_forward_hook(norm_ran) for m in network.modules() if _foldable(m)]
     try:
-        network(example)
+        output = network(example).float()
     finally:
         for hook in hooks:
             hook.remove()
     used = [conv for conv, _ in pairs]
-    return [(c, n) for c, n in pairs if used.count(c) == 1]  # a conv run twice: leave it
+    return [(c, n) for c, n in pairs if used.count(c) == 1], output  # a conv run twice: leave it
 
 
 def _foldable(module: nn.Module) -> bool:
