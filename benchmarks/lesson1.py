@@ -6,8 +6,10 @@
 Prints (and with --out writes) a markdown table: images, precompute seconds and images/s, the
 backbone's bare forward images/s on already-decoded batches (same batch size, dtype and memory
 format; measured just before and just after the precompute), their ratio, fit(0.01, 3) seconds,
-valid accuracy, and a cold start (a fresh process: imports, model, precompute with an empty
-cache, fit), timed from its launch to the trained model and to its exit.
+valid accuracy, with ``--rounds N`` the precompute and its ratio N times (each with an empty
+cache; the median and every round are shown, since a shared machine's speed drifts), and a
+cold start (a fresh process: imports, model, precompute with an empty cache, fit), timed from
+its launch to the trained model and to its exit.
 """
 
 from __future__ import annotations
@@ -49,26 +51,34 @@ def machine() -> str:
            f"torch {torch.__version__}"
 
 
-def bare_forward(learn: Learner, batches: int) -> tuple[float, int]:
-    """Images/s of the body alone on one decoded batch repeated (no decoding, no disk), at the
-    batch size, dtype and memory format that precompute uses, with BatchNorm folded as there;
-    and that batch size."""
-    batch_size = inference_batch_size(learn)
-    files = (learn.data.train.files * batch_size)[:batch_size]
-    images = torch.stack([learn.preprocess(f) for f in files]).to(learn.device)  # uint8
-    sync = torch.cuda.synchronize if learn.device.type == "cuda" else (lambda: None)
-    body = features.inference_body(learn)
-    rates = []
-    with torch.inference_mode():
-        for i in range(batches + 2):
-            start = time.perf_counter()
-            x = model_input(learn, images)
-            with learn._autocast():
-                body(x)
-            sync()
-            if i >= 2:  # two warm-up batches
-                rates.append(batch_size / (time.perf_counter() - start))
-    return statistics.median(rates), batch_size
+class BareForward:
+    """Images/s of the body alone (no decoding, no disk) at the batch size, dtype and memory
+    format that precompute uses, with BatchNorm folded as there. The batches are distinct
+    photos decoded once beforehand, cycled, so that the input is no warmer in the caches than
+    precompute's is."""
+
+    def __init__(self, learn: Learner, distinct: int = 4):
+        self.learn, self.batch_size = learn, inference_batch_size(learn)
+        files = (learn.data.train.files * distinct * self.batch_size)[:distinct * self.batch_size]
+        images = torch.stack([learn.preprocess(f) for f in files]).to(learn.device)  # uint8
+        self.batches = images.split(self.batch_size)
+
+    def rate(self, batches: int) -> float:
+        learn = self.learn
+        sync = torch.cuda.synchronize if learn.device.type == "cuda" else (lambda: None)
+        body = features.inference_body(learn)
+        rates = []
+        with torch.inference_mode():
+            for i in range(batches + 2):
+                images = self.batches[i % len(self.batches)]
+                start = time.perf_counter()
+                x = model_input(learn, images)
+                with learn._autocast():
+                    body(x)
+                sync()
+                if i >= 2:  # two warm-up batches
+                    rates.append(self.batch_size / (time.perf_counter() - start))
+        return statistics.median(rates)
 
 
 COLD = """
@@ -107,42 +117,57 @@ def cold_start(data_dir: str, arch: str, size: int | None) -> tuple[float, float
     return float(fields[7]) - launched, to_exit, float(fields[-1]), phases
 
 
+def precompute_round(data: ImageData, args: argparse.Namespace, bare: BareForward | None
+                     ) -> tuple[Learner, float, float, float, BareForward]:
+    """A new learner with an empty cache: its precompute seconds and the bare forward's
+    images/s just before and just after it."""
+    learn = Learner.pretrained(args.arch, data, precompute=True,
+                               cache_dir=tempfile.mkdtemp(prefix="lesson1-"))
+    if args.channels_last:  # compare against the layout the library picks for the device
+        learn.memory_format = torch.channels_last
+        learn.body.to(memory_format=torch.channels_last)
+    bare = bare or BareForward(learn)
+    bare.learn = learn
+    sync = torch.cuda.synchronize if learn.device.type == "cuda" else (lambda: None)
+    before = bare.rate(args.bare_batches)
+    start = time.perf_counter()
+    features.ensure(learn, ["train", "valid"])
+    sync()
+    pre = time.perf_counter() - start
+    return learn, pre, before, bare.rate(args.bare_batches), bare
+
+
 def run(args: argparse.Namespace) -> list[tuple[str, str]]:
     data = ImageData.from_folder(args.data, size=args.size, batch_size=args.batch_size)
     data.train, data.valid = subset(data.train, args.max_train), subset(data.valid, args.max_valid)
-    with tempfile.TemporaryDirectory() as cache:
-        learn = Learner.pretrained(args.arch, data, precompute=True, cache_dir=cache)
-        if args.channels_last:  # compare against the layout the library picks for the device
-            learn.memory_format = torch.channels_last
-            learn.body.to(memory_format=torch.channels_last)
-        sync = torch.cuda.synchronize if learn.device.type == "cuda" else (lambda: None)
-        bare_before, inference_batch = bare_forward(learn, args.bare_batches)
-        start = time.perf_counter()
-        features.ensure(learn, ["train", "valid"])
-        sync()
-        pre = time.perf_counter() - start
-        # measured on both sides of the precompute: a shared machine's speed drifts
-        bare_after, _ = bare_forward(learn, args.bare_batches)
-        bare = (bare_before + bare_after) / 2
-        n = len(data.train) + len(data.valid)
-        start = time.perf_counter()
-        learn.fit(0.01, 3)
-        sync()
-        fit = time.perf_counter() - start
-        _, accuracy = learn.validate()
+    n = len(data.train) + len(data.valid)
+    rounds, bare = [], None
+    for _ in range(args.rounds):
+        learn, pre, before, after, bare = precompute_round(data, args, bare)
+        rounds.append((pre, before, after, n / pre / ((before + after) / 2)))
+    sync = torch.cuda.synchronize if learn.device.type == "cuda" else (lambda: None)
+    start = time.perf_counter()
+    learn.fit(0.01, 3)
+    sync()
+    fit = time.perf_counter() - start
+    _, accuracy = learn.validate()
     rows = [
         ("machine", machine()),
         ("architecture, input size", f"{args.arch}, {learn.preprocess.size} px"),
         ("memory layout", str(learn.memory_format).replace("torch.", "")),
         ("images (train + valid)", f"{len(data.train)} + {len(data.valid)}"),
-        ("precompute seconds", f"{pre:.2f}"),
-        ("precompute images/s", f"{n / pre:.1f}"),
-        (f"bare backbone forward images/s (batch {inference_batch}), before / after precompute",
-         f"{bare_before:.1f} / {bare_after:.1f}"),
-        ("precompute / bare forward (mean of before and after)", f"{n / pre / bare:.1%}"),
-        ("fit(0.01, 3) seconds on the cache", f"{fit:.3f}"),
-        ("valid accuracy", f"{accuracy:.2%}"),
+        ("precompute seconds", " / ".join(f"{r[0]:.2f}" for r in rounds)),
+        ("precompute images/s", " / ".join(f"{n / r[0]:.1f}" for r in rounds)),
+        (f"bare backbone forward images/s (batch {bare.batch_size}), before / after precompute",
+         ", ".join(f"{r[1]:.1f} / {r[2]:.1f}" for r in rounds)),
+        ("precompute / bare forward (mean of before and after)",
+         " / ".join(f"{r[3]:.1%}" for r in rounds)),
     ]
+    if len(rounds) > 1:
+        rows.append((f"median of the {len(rounds)} rounds: precompute / bare forward",
+                     f"{statistics.median(r[3] for r in rounds):.1%}"))
+    rows += [("fit(0.01, 3) seconds on the cache", f"{fit:.3f}"),
+             ("valid accuracy", f"{accuracy:.2%}")]
     if args.cold_start:
         if args.max_train or args.max_valid:
             print("note: the cold start uses the whole folder, not the subset", file=sys.stderr)
@@ -163,6 +188,8 @@ def main() -> None:
     parser.add_argument("--max-train", type=int, default=None)
     parser.add_argument("--max-valid", type=int, default=None)
     parser.add_argument("--bare-batches", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="precompute (and its ratio to the bare forward) this many times")
     parser.add_argument("--cold-start", action="store_true")
     parser.add_argument("--channels-last", action="store_true",
                         help="force channels_last instead of the layout chosen for the device")

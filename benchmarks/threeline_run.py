@@ -1,5 +1,9 @@
 """threeline's side of the comparison: the three lines a user writes, timed.
 
+The selected files are linked into a folder of their own (train/ and valid/, a folder per class)
+before the clock starts, so ``ImageData.from_folder`` scans what a user's folder would hold, as
+the other frameworks get the same file lists directly.
+
 frozen:   ``Learner.pretrained(arch, data, precompute=True)`` then ``learn.fit(lr, epochs)``.
           The body's activations are computed inside ``fit`` (so they are on the clock), in a fresh
           cache folder; a ``warm_cache`` run reuses the folder an earlier run filled.
@@ -9,7 +13,6 @@ finetune: ``Learner.pretrained(arch, data, augment="side_on")`` then
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from pathlib import Path
 
@@ -18,25 +21,23 @@ import numpy as np
 from threeline import ImageData, Learner
 
 
-def _restrict(data: ImageData, selection) -> ImageData:
-    """Keep only the selected files (the same lists the other frameworks get), in data's order."""
-
-    def keep(split, pairs):
-        wanted = {str(Path(f).resolve()) for f, _ in pairs}
-        idx = [i for i, f in enumerate(split.files) if str(Path(f).resolve()) in wanted]
-        if len(idx) == len(split.files):
-            return split
-        return dataclasses.replace(split, files=[split.files[i] for i in idx],
-                                   labels=[split.labels[i] for i in idx])
-
-    return dataclasses.replace(data, train=keep(data.train, selection.train),
-                               valid=keep(data.valid, selection.valid))
+def linked_folder(selection, folder: Path) -> Path:
+    """``folder``/{train,valid}/<class>/ holding a symbolic link per selected file (made once;
+    the same folder, hence the same activation cache key, for every run of this selection)."""
+    for split, pairs in (("train", selection.train), ("valid", selection.valid)):
+        for file, label in pairs:
+            link = folder / split / selection.classes[label] / Path(file).name
+            if not link.is_symlink():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(Path(file).resolve())
+    return folder
 
 
 def run(spec, selection, clock) -> dict:
+    root = linked_folder(selection, Path(spec.selection).with_suffix(".folder"))
     clock.mark("start")
-    data = ImageData.from_folder(selection.root, size=spec.size, batch_size=spec.batch_size)
-    data = _restrict(data, selection)
+    data = ImageData.from_folder(root, size=spec.size, batch_size=spec.batch_size)
+    assert (len(data.train), len(data.valid)) == (len(selection.train), len(selection.valid))
     options = dict(device=spec.device, seed=spec.seed, cache_dir=spec.cache_dir or None,
                    progress=False)
     if spec.mode == "frozen":

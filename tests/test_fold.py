@@ -10,6 +10,7 @@ from threeline import ImageData, Learner
 from threeline.batches import model_input
 from threeline.features import inference_body
 from threeline.fold import folded
+from threeline.fused import fused
 from threeline.weights import REGISTRY
 
 
@@ -41,7 +42,7 @@ class Residual(nn.Module):
         return self.norm(y) + y
 
 
-def test_a_conv_output_used_twice_is_left_unfolded():
+def test_a_conv_output_used_twice_is_left_unfolded_and_unfused():
     net = Residual().eval()
     with torch.no_grad():  # statistics far from the identity, so a wrong fold shows
         net.norm.running_mean.uniform_(-2, 2)
@@ -51,6 +52,7 @@ def test_a_conv_output_used_twice_is_left_unfolded():
     out = folded(net, x)
     assert isinstance(out.norm, nn.BatchNorm2d)
     torch.testing.assert_close(out(x), net(x))
+    assert fused(net, x) is None  # nor is there a training view that fuses it
     chain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
     with torch.no_grad():
         chain[1].running_mean.fill_(1.0)

@@ -163,7 +163,11 @@ def inference_body(learn: Learner) -> torch.nn.Module:
         >>> any(isinstance(m, torch.nn.BatchNorm2d) for m in inference_body(learn).modules())
         False
     """
+    return folded(learn.body, example_input(learn))
+
+
+def example_input(learn: Learner) -> torch.Tensor:
+    """One random image (1, 3, S, S) as the body takes it: to trace and check its layers."""
     size = learn.preprocess.size
     example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-    return folded(learn.body, example.to(learn.device).contiguous(
-        memory_format=learn.memory_format))
+    return example.to(learn.device).contiguous(memory_format=learn.memory_format)

@@ -16,8 +16,10 @@ used elsewhere too (a residual sum, say), so the folded copy is checked against 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections import OrderedDict
+from collections.abc import Iterator
 
 import torch
 from timm.layers import BatchNormAct2d
@@ -39,12 +41,8 @@ def folded(network: nn.Module, example: torch.Tensor) -> nn.Module:
         True
     """
     copied = copy.deepcopy(network).eval()
-    # the copy keeps its owner's hooks; these trial runs are not theirs to see
-    theirs = {m: (m._forward_hooks, m._forward_pre_hooks) for m in copied.modules()}
-    for m in theirs:
-        m._forward_hooks, m._forward_pre_hooks = OrderedDict(), OrderedDict()
-    try:
-        pairs, expected = _pairs(copied, example)
+    with silenced(copied):  # the copy keeps its owner's hooks; trial runs are not theirs to see
+        pairs, expected = conv_norm_pairs(copied, example)
         parents = {child: (parent, name) for parent in copied.modules()
                    for name, child in parent.named_children()}
         for conv, norm in pairs:
@@ -53,17 +51,31 @@ def folded(network: nn.Module, example: torch.Tensor) -> nn.Module:
             kept = [m for m in (getattr(norm, "drop", None), getattr(norm, "act", None))
                     if m is not None and not isinstance(m, nn.Identity)]
             setattr(parent, name, nn.Sequential(*kept) if kept else nn.Identity())
-        error = (copied(example).float() - expected).abs().max()
+        agrees = close(copied(example), expected)
+    return copied if agrees else copy.deepcopy(network).eval()
+
+
+def close(output: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Whether a folded network's ``output`` matches ``expected`` up to rounding (not NaN)."""
+    error = (output.float() - expected).abs().max()
+    return bool(error <= 1e-2 * expected.abs().max() + 1e-5)
+
+
+@contextlib.contextmanager
+def silenced(network: nn.Module) -> Iterator[None]:
+    """Forward hooks of ``network``'s modules do not run inside this block."""
+    theirs = {m: (m._forward_hooks, m._forward_pre_hooks) for m in network.modules()}
+    for m in theirs:
+        m._forward_hooks, m._forward_pre_hooks = OrderedDict(), OrderedDict()
+    try:
+        yield
     finally:
         for m, (forward, pre) in theirs.items():
             m._forward_hooks, m._forward_pre_hooks = forward, pre
-    if not error <= 1e-2 * expected.abs().max() + 1e-5:  # also catches NaN
-        return copy.deepcopy(network).eval()
-    return copied
 
 
-def _pairs(network: nn.Module, example: torch.Tensor
-           ) -> tuple[list[tuple[nn.Conv2d, nn.BatchNorm2d]], torch.Tensor]:
+def conv_norm_pairs(network: nn.Module, example: torch.Tensor
+                    ) -> tuple[list[tuple[nn.Conv2d, nn.BatchNorm2d]], torch.Tensor]:
     """(conv, norm) pairs where the norm's input is the conv's output, in running order; and
     the network's output on ``example`` (float32), to check the folded copy against."""
     made: dict[int, tuple[torch.Tensor, nn.Conv2d]] = {}  # the tensors stay alive: ids unique

@@ -25,6 +25,7 @@ from threeline import batches, decode, export, head_graph, lr_finder, schedules
 from threeline import features as feature_cache
 from threeline.checkpoints import Checkpoints
 from threeline.data import ImageData
+from threeline.fused import fused
 from threeline.images import is_image_file
 from threeline.interpret import Interpretation
 from threeline.model import Body, check_head, layer_groups, make_head, optimizer_groups
@@ -76,6 +77,7 @@ class Learner:
         self.cuda_graphs = True  # on CUDA, replay the head's step on cached activations
         # (threeline.head_graph); False trains it step by step
         self._compiled: nn.Module | None = None
+        self._fused_body: nn.Module | None = None  # made on first use: see _fast_body
         self.body.to(device)
         self.head.to(device)
         self.memory_format = memory_format_for(device)
@@ -474,6 +476,8 @@ class Learner:
             if self._compiled is None:
                 self._compiled = torch.compile(trainable)
             net = self._compiled
+        elif trainable is not self.head:
+            net = nn.Sequential(self._fast_body(), self.head)
         # the head alone on cached activations: float32, cheaper than casting a small MLP
         with self._autocast() if trainable is not self.head else contextlib.nullcontext():
             logits = net(xb)
@@ -482,6 +486,18 @@ class Learner:
         loss.backward()
         optimizer.step()
         return loss.detach()
+
+    def _fast_body(self) -> nn.Module:
+        """The body with each conv -> BatchNorm pair run as one conv while the norm keeps its
+        statistics (:mod:`threeline.fused`); the same parameters, made once.
+
+        On one H100 (efficientnet_lite2, 260 px, bf16) training the whole network went from
+        1,177 to 1,599 images/s without the BatchNorm passes.
+        """
+        if self._fused_body is None:
+            view = fused(self.body, feature_cache.example_input(self))
+            self._fused_body = view if view is not None else self.body
+        return self._fused_body
 
     def group_lrs(self, lr: float | Sequence[float] | slice) -> list[float]:
         """One learning rate per layer group from a number, a list or a ``slice``.
@@ -526,8 +542,8 @@ class Learner:
         if capturable:
             self.opt = head_graph.capturable_optimizer(groups, betas=(0.9, 0.99))
             return self.opt
-        fused = self.device.type == "cuda"  # one kernel for all parameters: fewer launches
-        self.opt = torch.optim.AdamW(groups, lr=lrs[-1], betas=(0.9, 0.99), fused=fused)
+        one_kernel = self.device.type == "cuda"  # one kernel for all parameters: fewer launches
+        self.opt = torch.optim.AdamW(groups, lr=lrs[-1], betas=(0.9, 0.99), fused=one_kernel)
         return self.opt
 
     def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100,
@@ -654,7 +670,7 @@ class Learner:
                     padded, sizes, _ = cache.batch(index)
                     images = aug(to_device(padded, self.device), sizes, size, generator)
                 with self._autocast():
-                    logits = self.head(self.body(batches.model_input(self, images)))  # (B, C)
+                    logits = self.head(self._fast_body()(batches.model_input(self, images)))
                 probs[start:start + len(index)] += F.softmax(logits.float(), 1)
         return torch.log(probs / (n + 1)).cpu().numpy()  # one copy: the host never waits
 
@@ -685,7 +701,7 @@ class Learner:
         for images, _ in batches.image_batches(self, items, None, shuffle=False,
                                                  batch_size=batches.inference_batch_size(self)):
             with self._autocast():
-                logits = self.head(self.body(images))  # (B, C)
+                logits = self.head(self._fast_body()(images))  # (B, C)
             outs.append(F.log_softmax(logits.float(), dim=1))
         return torch.cat(outs)
 
