@@ -13,7 +13,7 @@ from test_bad_inputs import make_corpus
 from threeline import decode
 from threeline.images import probe_image, quick_header
 from threeline.jpeg import HEAD_BYTES, jpeg_info
-from threeline.presize import PresizeImage, presize_box
+from threeline.presize import Presized, PresizeImage, presize, presize_box
 from threeline.transforms import Preprocess, center_crop_box
 
 
@@ -210,3 +210,22 @@ def test_gpu_decoding_never_writes_into_memory_still_in_use(dogscats_demo):
     box = lambda w, h: center_crop_box(w, h, 256, 224)  # noqa: E731
     decoder = decode.DecodeBatches(files, box, torch.device("cuda"), lambda i: None)
     assert corrupted_decodes(decoder) == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (nvjpeg)")
+def test_presized_images_stay_on_the_gpu_and_batch_there(hymenoptera_demo):
+    """Decoded once by nvjpeg, the images stay in the GPU's memory (they fit easily here);
+    batches of equal and of mixed shapes are made there, padded like host memory's."""
+    files = [p for p in _all_files(hymenoptera_demo) if p.suffix == ".jpg"][:24]
+    labels = [0] * len(files)
+    on_gpu = presize(files, labels, short=64, device=torch.device("cuda"))
+    assert all(image.is_cuda for image in on_gpu.images)
+    shapes = {tuple(image.shape) for image in on_gpu.images}
+    assert len(shapes) > 1  # mixed shapes: padded
+    padded, sizes, _ = on_gpu.batch(range(len(files)))
+    assert padded.is_cuda and padded.shape[0] == len(files)
+    on_host = Presized([image.cpu() for image in on_gpu.images], on_gpu.labels, 64)
+    host_padded, host_sizes, _ = on_host.batch(range(len(files)))
+    assert torch.equal(padded.cpu(), host_padded) and torch.equal(sizes, host_sizes)
+    same = [i for i, image in enumerate(on_gpu.images) if image.shape == on_gpu.images[0].shape]
+    assert torch.equal(on_gpu.batch(same)[0].cpu(), on_host.batch(same)[0])

@@ -16,7 +16,7 @@ from threeline.weights import REGISTRY
 def photos(learn: Learner, n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """n validation photos, normalized, in float64 (rounding would hide a wrong formula)."""
     files, labels = learn.data.valid.files[:n], learn.data.valid.labels[:n]
-    images = torch.stack([learn.preprocess(f) for f in files])
+    images = torch.stack([learn.preprocess(f) for f in files]).to(learn.device)
     return model_input(learn, images).double(), torch.tensor(labels, device=learn.device)
 
 

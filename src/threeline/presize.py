@@ -52,8 +52,10 @@ class Presized:
         """
         picked = [self.images[i] for i in index]
         sizes = torch.tensor([img.shape[1:] for img in picked], dtype=torch.int64)  # (B, 2)
+        if all(img.shape == picked[0].shape for img in picked):
+            return torch.stack(picked), sizes, self.labels[list(index)]  # nothing to pad
         height, width = (int(v) for v in sizes.max(0).values)
-        out = torch.zeros(len(picked), 3, height, width, dtype=torch.uint8)
+        out = picked[0].new_zeros(len(picked), 3, height, width)
         for slot, img in zip(out, picked, strict=False):
             slot[:, :img.shape[1], :img.shape[2]] = img
         return out, sizes, self.labels[list(index)]
@@ -126,6 +128,10 @@ def presize(items: Sequence, labels: Sequence[int] | None, short: int, max_ratio
     """Decode ``items`` once into an in-memory :class:`Presized`: on a CUDA ``device``, ordinary
     JPEGs with nvjpeg (:mod:`threeline.decode`); otherwise in parallel worker processes.
 
+    nvjpeg's images stay in the GPU's memory when at most a quarter of its free memory holds
+    them all (counting every image at the widest shape kept), so that training batches need no
+    copy from the host; otherwise they are kept in host memory.
+
     A file that cannot be decoded becomes a gray stand-in, and ``on_failure(path, reason)`` is
     called for it in this process (:meth:`threeline.ImageData.report_failure` lists it in
     ``data.skipped``); without ``on_failure`` one line is printed.
@@ -165,8 +171,10 @@ def _decoded(dataset: ReportingFiles, transform: PresizeImage, device: torch.dev
             files, lambda w, h: presize_box(w, h, transform.short, transform.max_ratio),
             device, fallback=lambda i: checked(*dataset[i]),
             interpolation=transform.interpolation, max_pixels=dataset.max_pixels)
+        bound = len(files) * 3 * transform.short * int(transform.max_ratio * transform.short)
+        keep = bound <= torch.cuda.mem_get_info(device)[0] // 4
         for chunk in batches(batch_size=256):
-            yield _to_cpu(chunk)
+            yield _packed(chunk, device if keep else torch.device("cpu"))
         return
     workers = default_workers() if num_workers is None else num_workers
     workers = min(workers, max(0, len(files) // 32))
@@ -175,9 +183,9 @@ def _decoded(dataset: ReportingFiles, transform: PresizeImage, device: torch.dev
         yield [checked(*item) for item in chunk]
 
 
-def _to_cpu(images: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Device tensors -> CPU tensors of the same shapes, in one copy."""
-    flat = torch.cat([image.reshape(-1) for image in images]).cpu()
+def _packed(images: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """The images as views of one block of memory on ``device`` (one copy, one allocation)."""
+    flat = torch.cat([image.reshape(-1) for image in images]).to(device)
     sizes = [image.numel() for image in images]
     return [part.view(image.shape) for part, image in zip(flat.split(sizes), images, strict=True)]
 
