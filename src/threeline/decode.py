@@ -32,14 +32,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from threeline.images import MAX_PIXELS
 from threeline.jpeg import HEAD_BYTES, jpeg_info
-from threeline.transforms import Box
+from threeline.transforms import Box, resize_pixels
 
 BoxFor = Callable[[int, int], Box]  # (width, height) of a picture -> what to keep of it
-_MODES = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest-exact"}
 _GROUP = 64  # pictures resized in one call, at most
 _GROUP_PIXELS = 32_000_000  # and at most this many source pixels (a 384 MB float copy)
 _DECODE_PIXELS = 256_000_000  # pixels decoded in one nvjpeg call (768 MB of uint8 RGB)
@@ -105,7 +103,7 @@ class DecodeBatches:
                  fallback: Callable[[int], torch.Tensor], interpolation: str = "bicubic",
                  max_pixels: int | None = MAX_PIXELS, threads: int = 8):
         self.files, self.box, self.device, self.fallback = list(files), box, device, fallback
-        self.mode = _MODES.get(interpolation, "bicubic")
+        self.interpolation = interpolation
         self.max_pixels, self.threads = max_pixels, threads
         self.taken = 0  # files decoded by torch (the rest went to fallback)
         # nvjpeg's own stream: nothing else is ever queued on it (see the module's docstring)
@@ -135,8 +133,8 @@ class DecodeBatches:
                       for (i, _), image in zip(chunk, decoded, strict=True) if image is None}
             self.taken += len(ok)
             boxes = [self.box(int(image.shape[2]), int(image.shape[1])) for _, image in ok]
-            for (i, _), image in zip(ok, apply_boxes([im for _, im in ok], boxes, self.mode),
-                                     strict=True):
+            resized = apply_boxes([im for _, im in ok], boxes, self.interpolation)
+            for (i, _), image in zip(ok, resized, strict=True):
                 out[i] = image
         for i, future in later.items():
             out[i] = future.result().to(self.device, non_blocking=True)
@@ -211,7 +209,7 @@ def _decode_all(datas: list[torch.Tensor], device: torch.device) -> list[torch.T
 
 
 def apply_boxes(images: list[torch.Tensor], boxes: list[Box],
-                mode: str = "bicubic") -> list[torch.Tensor]:
+                interpolation: str = "bicubic") -> list[torch.Tensor]:
     """Resize each uint8 (3, h, w) image to its box's size and cut the box's window out.
 
     Pictures of one shape and box are resized together, in groups of up to 64 (fewer for big
@@ -233,16 +231,10 @@ def apply_boxes(images: list[torch.Tensor], boxes: list[Box],
             part = members[start:start + per]
             x = torch.stack([images[i] for i in part])  # (G, 3, h, w) uint8
             if (box.new_h, box.new_w) != shape[1:]:
-                x = _resize(x, box.new_h, box.new_w, mode)
+                x = resize_pixels(x, box.new_h, box.new_w, interpolation)
             x = x[:, :, box.top:box.top + box.height, box.left:box.left + box.width]
             for j, i in enumerate(part):
                 out[i] = x[j]
     return out  # type: ignore[return-value]
 
 
-def _resize(x: torch.Tensor, height: int, width: int, mode: str) -> torch.Tensor:
-    """uint8 (G, 3, h, w) -> uint8 (G, 3, height, width)."""
-    if mode == "nearest-exact":
-        return F.interpolate(x, size=(height, width), mode=mode)
-    y = F.interpolate(x.float(), size=(height, width), mode=mode, antialias=True)
-    return y.round_().clamp_(0, 255).to(torch.uint8)

@@ -27,7 +27,7 @@ from threeline.progress import Progress
 if TYPE_CHECKING:
     from threeline.learner import Learner
 
-FORMAT_VERSION = 2  # 2: BatchNorm folded (threeline.fold), stored in the body's output type
+FORMAT_VERSION = 3  # 2: BatchNorm folded, stored in the body's output type; 3: torch resizes
 
 
 def files_fingerprint(files: Sequence[Path]) -> list[tuple[str, int, int]]:

@@ -81,9 +81,11 @@ def fused_weights(pairs: list[FusedConv]) -> list[tuple[torch.Tensor, torch.Tens
         return []
     norms = [pair.norm for pair in pairs]
     var = torch.cat([n.running_var for n in norms])  # (sum of O,)
-    eps = {n.eps for n in norms}
-    inv_std = torch.rsqrt(var + eps.pop() if len(eps) == 1 else var + torch.cat(
-        [torch.full_like(n.running_var, n.eps) for n in norms]))
+    if len({n.eps for n in norms}) == 1:
+        var = var + norms[0].eps
+    else:
+        var = var + torch.cat([torch.full_like(n.running_var, n.eps) for n in norms])
+    inv_std = torch.rsqrt(var)
     gamma = torch.cat([n.weight if n.weight is not None else torch.ones_like(n.running_var)
                        for n in norms])
     beta = torch.cat([n.bias if n.bias is not None else torch.zeros_like(n.running_var)

@@ -26,7 +26,7 @@ from threeline import decode
 from threeline.data import ReportingFiles, default_workers, print_failure
 from threeline.images import MAX_PIXELS, load_image
 from threeline.progress import Progress
-from threeline.transforms import Box, pil_to_tensor, resize_box
+from threeline.transforms import Box, resize_box
 
 
 @dataclass
@@ -98,9 +98,8 @@ class PresizeImage:
 
     def __call__(self, source) -> torch.Tensor:
         image = load_image(source, min_size=self.short)
-        image = resize_box(image, presize_box(*image.size, self.short, self.max_ratio),
-                           self.interpolation)
-        return pil_to_tensor(image)
+        return resize_box(image, presize_box(*image.size, self.short, self.max_ratio),
+                          self.interpolation)
 
 
 def presize_box(w: int, h: int, short: int, max_ratio: float = 1.5) -> Box:
