@@ -52,9 +52,11 @@ def hymenoptera_demo() -> Path:
 def trained(dogscats_demo) -> Learner:
     """efficientnet_lite0 trained 3 epochs on cached activations of the demo dogs and cats.
 
-    Shared by many tests: do not train it further or change its state in a test.
+    Shared by many tests: do not train it further or change its state in a test. On the CPU
+    even where a GPU is present, since tests compare it with models loaded on the CPU.
     """
     data = ImageData.from_folder(dogscats_demo)
-    learn = Learner.pretrained("efficientnet_lite0", data, precompute=True, progress=False)
+    learn = Learner.pretrained("efficientnet_lite0", data, precompute=True, device="cpu",
+                               progress=False)
     learn.fit(0.01, 3)
     return learn

@@ -127,7 +127,8 @@ def small_data(dogscats_demo) -> ImageData:
 
 
 def test_fit_saves_last_and_best_after_each_epoch(small_data, tmp_path):
-    learn = Learner.pretrained("efficientnet_lite0", small_data, precompute=True, progress=False)
+    learn = Learner.pretrained("efficientnet_lite0", small_data, precompute=True, device="cpu",
+                               progress=False)  # its losses are compared with a CPU reload
     learn.checkpoint_dir = tmp_path / "checkpoints"
     learn.fit(0.05, 3)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
@@ -168,15 +169,21 @@ def test_ctrl_c_goes_back_to_the_last_finished_epoch(small_data, tmp_path, capsy
 
 
 def test_a_model_trained_on_a_gpu_loads_and_predicts_on_cpu():
-    """tests/data/gpu_trained.* was trained and saved on an NVIDIA H100 (CUDA, bf16 autocast,
-    channels_last), with its probabilities on eight demo photos; here it runs on the CPU."""
+    """tests/data/gpu_trained.* is a small network (mobilenetv3_small_050, 96 px, from random
+    weights) trained whole for 40 epochs on the demo photos and saved on an NVIDIA H100 (CUDA,
+    bf16 autocast), with its probabilities on eight demo photos; here it runs on the CPU. There
+    the photos were decoded by nvjpeg and the network ran in bfloat16: the probabilities
+    differed from these by at most 0.017."""
     data = Path(__file__).parent / "data"
     recorded = json.loads((data / "gpu_predictions.json").read_text())
     assert json.loads((data / "gpu_trained.json").read_text())["trained_on"]["device"] == "cuda"
     learn = Learner.load(data / "gpu_trained", device="cpu", progress=False)
     files = [demo_path("dogscats") / f for f in recorded["files"]]
+    expected = np.asarray(recorded["probs"])  # (8, 2), far from uniform: the network learned
+    assert expected.max() > 0.99 and np.ptp(expected[:, 0]) > 0.9
     probs = np.exp(learn.predict(files))
-    np.testing.assert_allclose(probs, recorded["probs"], atol=5e-4)  # bf16 on GPU, fp32 here
+    np.testing.assert_allclose(probs, expected, atol=0.03)
+    assert (probs.argmax(1) == expected.argmax(1)).all()
     with torch.no_grad():
-        learn.head[-1].bias[0] += 0.01  # the check is sharp enough to see a small change
-    assert np.abs(np.exp(learn.predict(files)) - recorded["probs"]).max() > 1e-3
+        learn.head[-1].bias[0] += 0.5  # the check is sharp enough to see a small change
+    assert np.abs(np.exp(learn.predict(files)) - expected).max() > 0.03
