@@ -58,7 +58,7 @@ def test_train_refuses_to_overwrite_a_run(run_dir, dogscats_demo, capsys):
 def test_predict_table_csv_and_top_k(run_dir, dogscats_demo, tmp_path, capsys):
     folder = dogscats_demo / "valid"
     assert main(["predict", str(run_dir), str(folder / "cats"), str(folder / "dogs"),
-                 "--csv", "--top-k", "2"]) == 0
+                 "--csv", "--top-k", "2", "--device", "cpu"]) == 0  # compared with the CPU below
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert len(rows) == 2 * 40 and set(rows[0]) == {"file", "label", "probability"}
     first, second = rows[0], rows[1]

@@ -75,8 +75,8 @@ def test_any_timm_model_with_a_local_weights_file(dogscats_demo, tmp_path):
     save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
     learn = Learner.pretrained("resnet18", ImageData.from_folder(dogscats_demo, size=64),
                                weights=path, progress=False)
-    loaded = learn.body.features.state_dict()
-    assert all(torch.equal(loaded[k], v) for k, v in reference.state_dict().items())
+    loaded = learn.body.features.state_dict()  # on the learner's device, which may be a GPU
+    assert all(torch.equal(loaded[k].cpu(), v) for k, v in reference.state_dict().items())
     assert learn.preprocess.mean == (0.485, 0.456, 0.406)  # from resnet18's own config
 
 
