@@ -58,13 +58,13 @@ class BareForward:
     precompute's is."""
 
     def __init__(self, learn: Learner, distinct: int = 4):
-        self.learn, self.batch_size = learn, inference_batch_size(learn)
+        self.batch_size = inference_batch_size(learn)
         files = (learn.data.train.files * distinct * self.batch_size)[:distinct * self.batch_size]
         images = torch.stack([learn.preprocess(f) for f in files]).to(learn.device)  # uint8
         self.batches = images.split(self.batch_size)
 
-    def rate(self, batches: int) -> float:
-        learn = self.learn
+    def rate(self, learn: Learner, batches: int) -> float:
+        """Median images/s over ``batches`` batches, after two warm-up batches."""
         sync = torch.cuda.synchronize if learn.device.type == "cuda" else (lambda: None)
         body = features.inference_body(learn)
         rates = []
@@ -127,14 +127,13 @@ def precompute_round(data: ImageData, args: argparse.Namespace, bare: BareForwar
         learn.memory_format = torch.channels_last
         learn.body.to(memory_format=torch.channels_last)
     bare = bare or BareForward(learn)
-    bare.learn = learn
     sync = torch.cuda.synchronize if learn.device.type == "cuda" else (lambda: None)
-    before = bare.rate(args.bare_batches)
+    before = bare.rate(learn, args.bare_batches)
     start = time.perf_counter()
     features.ensure(learn, ["train", "valid"])
     sync()
     pre = time.perf_counter() - start
-    return learn, pre, before, bare.rate(args.bare_batches), bare
+    return learn, pre, before, bare.rate(learn, args.bare_batches), bare
 
 
 def run(args: argparse.Namespace) -> list[tuple[str, str]]:
