@@ -59,9 +59,8 @@ def test_a_norm_that_trains_is_run_as_it_is():
     """train_bn: the norm normalizes with the batch's statistics and updates its own."""
     chain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).double()
     x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
-    view = fused(chain, x[:1])
-    twin = fused(chain, x[:1])
-    chain.train()
+    view = fused(chain, x[:1])  # its trial run neither changes modes nor updates statistics
+    assert chain.training and chain[1].training and int(chain[1].num_batches_tracked) == 0
     expected = chain(x)
     stats = chain[1].running_mean.clone()
     chain[1].running_mean.zero_()
@@ -69,7 +68,7 @@ def test_a_norm_that_trains_is_run_as_it_is():
     chain[1].num_batches_tracked.zero_()
     torch.testing.assert_close(view(x), expected)
     torch.testing.assert_close(chain[1].running_mean, stats)
-    assert twin is not view and twin.network[0].conv is view.network[0].conv is chain[0]
+    assert view.network[0].conv is chain[0] and view.network[1].norm is chain[1]  # shared
 
 
 def test_learner_trains_and_predicts_through_the_fused_body(dogscats_demo):

@@ -136,23 +136,19 @@ def fused(network: nn.Module, example: torch.Tensor) -> nn.Module | None:
         >>> view.network.conv_stem.conv is net.conv_stem
         True
     """
-    copied = copy.deepcopy(network).eval()
-    with silenced(copied):
-        pairs, expected = conv_norm_pairs(copied, example)
-    if not pairs:
-        return None
-    name = {m: n for n, m in copied.named_modules()}
-    own = dict(network.named_modules())
-    replace: dict[str, nn.Module] = {}
-    for conv, norm in pairs:
-        replace[name[conv]] = FusedConv(own[name[conv]], own[name[norm]])
-        replace[name[norm]] = NormTail(own[name[norm]])
-    view = FusedBody(_rebuilt(network, replace, ""),
-                     [m for m in replace.values() if isinstance(m, FusedConv)])
     modes = {m: m.training for m in network.modules()}
     network.eval()
     try:
-        with silenced(network):
+        with silenced(network):  # the trial runs are not the network's users' to see
+            pairs, expected = conv_norm_pairs(network, example)
+            if not pairs:
+                return None
+            name = {m: n for n, m in network.named_modules()}
+            replace: dict[str, nn.Module] = {}
+            for conv, norm in pairs:
+                replace[name[conv]], replace[name[norm]] = FusedConv(conv, norm), NormTail(norm)
+            view = FusedBody(_rebuilt(network, replace, ""),
+                             [m for m in replace.values() if isinstance(m, FusedConv)])
             agrees = close(view(example), expected)
     finally:
         for m, training in modes.items():

@@ -3,9 +3,10 @@
 Images leave the decoding workers as uint8 tensors (3 x S x S): a quarter of the bytes of float32
 to copy. Conversion to float and normalization happen on the device, in the batch.
 
-Pictures are resized by torch, antialiased when they shrink, as Pillow does: on a CPU its uint8
-bicubic resize took 0.36 ms for a Dogs vs Cats photo against Pillow's 1.21 ms, which had been
-two thirds of the time to read and prepare one. The pixels are within 2 grey levels of Pillow's.
+Pictures are resized by torch, antialiased when they shrink, as Pillow does: on one CPU core its
+uint8 bicubic resize to a 256 px shorter side took 0.36 ms a photo against Pillow's 1.21 ms (300
+Dogs vs Cats and 30 ants-vs-bees photos); Pillow's resize had been three fifths of the time to
+read and prepare a Dogs vs Cats photo. The pixels are within 2 grey levels of Pillow's.
 """
 
 from __future__ import annotations
