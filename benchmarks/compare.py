@@ -118,7 +118,7 @@ def cpu_model() -> str:
 def resolve_weights(arch: str) -> tuple[str, str]:
     """(timm name, local weights file), converting the weights once, before any run."""
     sys.path.insert(0, str(REPO / "src"))
-    from threeline.weights import resolve, weights_file
+    from threeline.vision.weights import resolve, weights_file
 
     spec = resolve(arch)
     path = weights_file(spec)

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from threeline import ImageData, Learner, features
-from threeline.batches import inference_batch_size, model_input
-from threeline.data import Split
+from threeline.vision.batches import inference_batch_size, model_input
+from threeline.vision.data import Split
 
 
 def subset(split: Split, n: int | None, seed: int = 0) -> Split:
@@ -97,7 +97,7 @@ learn.fit(0.01, 3)
 t.append(time.perf_counter())
 trained_at = time.time()
 phases = " ".join(f"{b - a:.2f}" for a, b in zip(t, t[1:]))
-print('TRAINED', phases, t[-1] - t[0], trained_at, learn.validate()[1])
+print('TRAINED', phases, t[-1] - t[0], trained_at, learn.validate()['accuracy'])
 """
 PHASES = ("import", "folder scan", "model", "precompute", "fit")
 
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
     learn.fit(0.01, 3)
     sync()
     fit = time.perf_counter() - start
-    _, accuracy = learn.validate()
+    accuracy = learn.validate()["accuracy"]
     rows = [
         ("machine", machine()),
         ("architecture, input size", f"{args.arch}, {learn.preprocess.size} px"),

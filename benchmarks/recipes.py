@@ -80,7 +80,8 @@ def run_threeline(path: str | os.PathLike, arch: str = "efficientnet_lite0", siz
     if learn.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    valid_loss, accuracy = learn.validate()
+    result = learn.validate()
+    valid_loss, accuracy = result["valid_loss"], result["accuracy"]
     tta_accuracy = None
     if tta:
         labels = np.asarray(data.valid.labels)

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from threeline import ImageData, Learner, batches
-from threeline.augment import Augment, side_on, top_down
-from threeline.presize import presize
-from threeline.transforms import Preprocess, normalize
+from threeline.vision.augment import Augment, side_on, top_down
+from threeline.vision.presize import presize
+from threeline.vision.transforms import Preprocess, normalize
 
 
 @pytest.fixture(scope="module")

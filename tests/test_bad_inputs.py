@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from threeline import ImageData, Learner
-from threeline.images import BadImageError, load_image, probe_image
+from threeline.vision.images import BadImageError, load_image, probe_image
 
 # Files that must be read, and what each tests.
 GOOD = {

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from test_bad_inputs import make_corpus
-from threeline import decode
-from threeline.images import probe_image, quick_header
-from threeline.jpeg import HEAD_BYTES, jpeg_info
-from threeline.presize import Presized, PresizeImage, presize, presize_box
-from threeline.transforms import Preprocess, center_crop_box
+from threeline.vision import decode
+from threeline.vision.images import probe_image, quick_header
+from threeline.vision.jpeg import HEAD_BYTES, jpeg_info
+from threeline.vision.presize import Presized, PresizeImage, presize, presize_box
+from threeline.vision.transforms import Preprocess, center_crop_box
 
 
 @pytest.fixture(scope="module")

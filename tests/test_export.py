@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from threeline import ImageData, Learner, __version__, demo_path
-from threeline.export import ModelFileError, model_paths
+from threeline.saving import ModelFileError, model_paths
 
 
 def _valid_files(learn: Learner, n: int = 10) -> list:
@@ -147,7 +147,7 @@ def test_fit_saves_last_and_best_after_each_epoch(small_data, tmp_path):
 def test_ctrl_c_goes_back_to_the_last_finished_epoch(small_data, tmp_path, capsys):
     learn = Learner.pretrained("efficientnet_lite0", small_data, precompute=True, progress=False)
     learn.checkpoint_dir = tmp_path / "ck"
-    steps = learn._steps_per_epoch()
+    steps = learn.steps_per_epoch()
     total, mid_epoch = 3 * steps, {}
 
     def schedule(progress: float) -> float:  # interrupts two steps into the second epoch

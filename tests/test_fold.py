@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from threeline import ImageData, Learner
-from threeline.batches import model_input
-from threeline.features import inference_body
-from threeline.fold import folded
-from threeline.fused import fused
-from threeline.weights import REGISTRY
+from threeline.vision.batches import model_input
+from threeline.vision.features import inference_body
+from threeline.vision.fold import folded
+from threeline.vision.fused import fused
+from threeline.vision.weights import REGISTRY
 
 
 @pytest.mark.parametrize("arch", sorted(REGISTRY))

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from threeline import ImageData, Learner
-from threeline.batches import model_input
-from threeline.fused import FusedConv, fused
-from threeline.weights import REGISTRY
+from threeline.vision.batches import model_input
+from threeline.vision.fused import FusedConv, fused
+from threeline.vision.weights import REGISTRY
 
 
 def photos(learn: Learner, n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,7 +42,7 @@ def test_fused_body_trains_exactly_like_the_body(arch, device, dogscats_demo):
     assert len(pairs) == sum(isinstance(m, nn.BatchNorm2d) for m in learn.body.modules()) > 10
     assert {id(p) for p in view.parameters()} == {id(p) for p in learn.body.parameters()}
     learn.unfreeze()
-    learn._set_train_mode(learn.model)  # as fit sets it: norms keep their statistics
+    learn.set_train_mode(learn.model)  # as fit sets it: norms keep their statistics
     expected, got = gradients(learn, learn.body, x, y), gradients(learn, view, x, y)
     assert expected.keys() == got.keys() and len(got) == len(list(learn.model.parameters()))
     for name, grad in expected.items():  # float64 rounding: about 1e-12 of the largest
@@ -76,7 +76,7 @@ def test_learner_trains_and_predicts_through_the_fused_body(dogscats_demo):
                                size=96), device="cpu", progress=False)
     learn.checkpoint_dir = False
     before = learn.predict()
-    assert any(isinstance(m, FusedConv) for m in learn._fast_body().modules())
+    assert any(isinstance(m, FusedConv) for m in learn.fast_body().modules())
     with torch.inference_mode():  # the plain body agrees with what predict ran
         plain = F.log_softmax(learn.head(learn.body.eval()(model_input(learn, torch.stack(
             [learn.preprocess(f) for f in learn.data.valid.files[:4]])))), 1)

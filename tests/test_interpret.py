@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from threeline import ImageData, Learner
-from threeline.interpret import (
+from threeline.vision.interpret import (
     Interpretation,
     most_correct,
     most_incorrect,

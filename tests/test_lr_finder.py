@@ -80,16 +80,17 @@ def test_suggestion_is_where_the_loss_falls_fastest(hymenoptera_demo):
     assert "steepest" in result.rule
 
 
-def test_plots(head_learner):
-    import matplotlib
-
-    matplotlib.use("Agg")
+def test_plots_return_figures_and_save(head_learner, tmp_path):
     result = head_learner.lr_find(start_lr=1e-4, end_lr=1e2, num_it=20)
-    ax = result.plot()
+    fig = result.plot(save=tmp_path / "lr_find.png")
+    ax = fig.axes[0]
     assert ax.get_xscale() == "log"
-    assert len(ax.lines) == 2  # the curve and the suggestion
-    ax = result.plot_lr()
-    assert list(ax.lines[0].get_ydata()) == result.lrs
+    assert len(ax.lines) == 3  # the curve, the suggestion's dot and its line
+    assert list(ax.lines[1].get_xdata()) == [result.suggestion]
+    assert (tmp_path / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
+    fig = result.plot_lr(save=tmp_path / "lr.png")
+    assert list(fig.axes[0].lines[0].get_ydata()) == result.lrs
+    assert (tmp_path / "lr.png").stat().st_size > 1000
 
 
 def test_whole_network_restores_and_unfrozen_flags(dogscats_demo):

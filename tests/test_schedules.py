@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from threeline import ImageData, Learner, schedules
+from threeline import ImageData, Learner, optim, schedules
 
 
 def test_sgdr_restarts_on_epoch_boundaries():
@@ -76,10 +76,13 @@ def test_differential_rates_reach_the_groups(learn):
         assert group["weight_decay"] == (0.0 if group["params"][0].ndim <= 1 else 0.01)
     assert seen[0] == pytest.approx(1e-5) and seen[1] == pytest.approx(1e-4)
     assert seen[2] == pytest.approx(1e-3)
-    optimizer = learn._optimizer(learn.group_lrs([1e-4, 2e-4, 3e-4]), 0.01)
+    def optimizer_for(lr):
+        return optim.adamw(learn.layer_groups(), optim.group_lrs(lr, 3), 0.01, learn.device)
+
+    optimizer = optimizer_for([1e-4, 2e-4, 3e-4])
     assert sorted({g["lr"] for g in optimizer.param_groups}) == pytest.approx([1e-4, 2e-4, 3e-4])
     learn.freeze_to(2)  # only the head trains: the optimizer holds only its groups
-    optimizer = learn._optimizer(learn.group_lrs(slice(1e-3)), 0.01)
+    optimizer = optimizer_for(slice(1e-3))
     assert {g["layer_group"] for g in optimizer.param_groups} == {2}
     with pytest.raises(ValueError, match="3 layer groups"):
         learn.fit([1e-3, 1e-2], 1)

@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import save_file
 
 from threeline import ImageData, Learner, available_models
-from threeline.transforms import Preprocess, normalize
-from threeline.weights import REGISTRY, create_backbone, resolve, weights_file
+from threeline.vision.transforms import Preprocess, normalize
+from threeline.vision.weights import REGISTRY, create_backbone, resolve, weights_file
 
 CAT_CLASSES = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
 DOG_CLASSES = range(151, 269)  # ImageNet: the dog breeds
@@ -92,7 +92,7 @@ def test_hub_weights_load_through_timm_from_the_hub_cache(tmp_path):
     weights = {k: v.contiguous() for k, v in reference.state_dict().items()}
     save_file(weights, str(repo / "snapshots" / commit / "model.safetensors"))
     script = (
-        "import json, sys, torch; from threeline.weights import create_backbone;"
+        "import json, sys, torch; from threeline.vision.weights import create_backbone;"
         "net, config, wid = create_backbone('resnet18');"
         "torch.save(net.state_dict(), sys.argv[1]);"
         "print(json.dumps({'id': wid, 'size': config['input_size']}))"

@@ -7,7 +7,7 @@ learner goes back to ``last``: the weights after the last finished epoch.
 The weights are copied to the CPU at the end of the epoch and written by a background thread
 while the next epoch trains; anything that reads them back waits for the write first.
 
-Unless a folder is given, checkpoints go to ``<cache>/checkpoints/<time>-<arch>-<pid>`` (see
+Unless a folder is given, checkpoints go to ``<cache>/checkpoints/<time>-<name>-<pid>`` (see
 :func:`threeline.cache_dir`); only the :data:`KEEP` most recent of those folders are kept.
 """
 
@@ -21,8 +21,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from threeline import export
-from threeline.weights import cache_dir
+from threeline import saving
+from threeline.saving import cache_dir
 
 if TYPE_CHECKING:
     from threeline.learner import Learner
@@ -58,7 +58,7 @@ class Checkpoints:
         if self._folder is None:
             root = cache_dir() / "checkpoints"
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            self._folder = root / f"{stamp}-{learn.arch}-{os.getpid()}-{id(learn) % 10_000:04d}"
+            self._folder = root / f"{stamp}-{learn.name}-{os.getpid()}-{id(learn) % 10_000:04d}"
             self._folder.mkdir(parents=True, exist_ok=True)
             _prune(root, keep=KEEP, current=self._folder)
         return self._folder
@@ -77,19 +77,19 @@ class Checkpoints:
         """Forget the body's copy: a new ``fit`` may train it, or it changed in between."""
         self._body = None
 
-    def end_epoch(self, learn: Learner, row: dict, body_changed: bool = True) -> None:
+    def end_epoch(self, learn: Learner, row: dict) -> None:
         """Save ``last``; also ``best`` when this epoch's valid loss is the lowest so far.
 
-        ``body_changed=False`` (only the head trains in this fit) copies the body's weights to
-        the CPU once per fit instead of once per epoch.
+        Tensors under ``learn.static_state_prefixes()`` (a frozen body while only the head
+        trains) are copied to the CPU once per fit instead of once per epoch.
         """
         if not self.enabled:
             return
         folder = self.folder(learn)
         epoch, loss = row.get("epoch"), row.get("valid_loss")
-        body = None if body_changed else self._body
-        snap = export.snapshot(learn, body, epoch=epoch, valid_loss=loss)
-        self._body = {k: v for k, v in snap[0].items() if k.startswith("body.")}
+        static = learn.static_state_prefixes()
+        snap = learn.snapshot(self._body if static else None, epoch=epoch, valid_loss=loss)
+        self._body = {k: v for k, v in snap[0].items() if k.startswith(static)} if static else None
         loss = float(loss) if loss is not None else math.nan
         best = self.best_loss is None or math.isnan(self.best_loss) or loss < self.best_loss
         self.wait()  # one write at a time, in order
@@ -108,8 +108,8 @@ class Checkpoints:
                     f"{finished + 1} (no checkpoints were saved).")
         try:
             self.wait()
-            export.load_state(learn, self.last)
-        except export.ModelFileError as err:
+            learn.load_state_dict(saving.read_tensors(self.last))
+        except saving.ModelFileError as err:
             return f"Interrupted, and the last checkpoint could not be read back: {err}"
         where = f"Weights: {self.last}.safetensors"
         if self.best is not None and self.best_epoch is not None:
@@ -121,7 +121,7 @@ class Checkpoints:
 
 
 def _write(snap: tuple, folder: Path, best: bool) -> None:
-    export.write(snap, folder / "last")
+    saving.write_model(folder / "last", *snap)
     if best:
         for suffix in (".safetensors", ".json"):  # a file copy: cheaper than saving again
             _copy(folder / f"last{suffix}", folder / f"best{suffix}")
@@ -129,9 +129,7 @@ def _write(snap: tuple, folder: Path, best: bool) -> None:
 
 def _copy(source: Path, target: Path) -> None:
     """Copy through a temporary file and a rename, so ``target`` is never half written."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    saving.atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def _prune(root: Path, keep: int, current: Path) -> None:

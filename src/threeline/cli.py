@@ -182,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _data_options(parser: argparse.ArgumentParser) -> None:
-    from threeline.images import MAX_PIXELS
-    from threeline.weights import DEFAULT_ARCH
+    from threeline.vision.images import MAX_PIXELS
+    from threeline.vision.weights import DEFAULT_ARCH
 
     parser.add_argument("--arch", default=DEFAULT_ARCH,
                         help=f"backbone: efficientnet_lite0/1/2 work offline, or any timm "
@@ -299,8 +299,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from threeline import Learner
-    from threeline.data import skipped_summary
-    from threeline.images import BadImageError, probe_image
+    from threeline.vision.data import skipped_summary
+    from threeline.vision.images import BadImageError, probe_image
 
     files = _image_files(args.paths)
     good, skipped = [], {}
@@ -358,7 +358,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         0
     """
     from threeline import Learner
-    from threeline.export import model_paths
+    from threeline.saving import model_paths
 
     learn = Learner.load(args.model, device="cpu", progress=False)
     target = Path(args.onnx) if args.onnx else model_paths(args.model)[0].with_suffix(".onnx")
@@ -373,31 +373,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _image_files(paths: Sequence[str]) -> list[Path]:
-    from threeline.images import is_image_file
+    from threeline.vision.images import expand_items
 
-    out: list[Path] = []
-    for item in paths:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
-            if not found:
-                print(f"threeline: no images in {path}", file=sys.stderr)
-            out += found
-        elif path.exists():
-            out.append(path)
-        else:
-            raise FileNotFoundError(f"{path} does not exist: expected image files or folders.")
-    return out
+    def empty(folder: Path) -> None:
+        print(f"threeline: no images in {folder}", file=sys.stderr)
+
+    return expand_items(list(paths), on_empty_folder=empty)
 
 
 def _save_plot(plot, path: Path) -> None:
-    from matplotlib.figure import Figure
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure = Figure(figsize=(7, 4.5))
-    plot(ax=figure.add_subplot())
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    plot(save=path)
 
 
 def _write_json(path: Path, value: dict) -> None:

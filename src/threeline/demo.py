@@ -18,7 +18,7 @@ def main() -> float:
     print(data)
     learn = Learner.pretrained("efficientnet_lite0", data, precompute=True)
     learn.fit(0.01, 3)
-    _, accuracy = learn.validate()
+    accuracy = learn.validate()["accuracy"]
     print(f"valid accuracy {accuracy:.1%} on {len(data.valid)} images, "
           f"{time.perf_counter() - start:.1f} s in all, on {learn.device.type}")
     return accuracy

@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from threeline import batches
+from threeline.callbacks import Callback, CancelFit
+from threeline.optim import set_lr
 
 if TYPE_CHECKING:
     from threeline.learner import Learner
+    from threeline.plots import PlotFigure
 
 RULE = ("steepest: the rate where the smoothed loss falls fastest against log(lr), before the "
         "minimum; the loss improves most there while still well below the divergence point")
@@ -61,44 +64,47 @@ class LRFinderResult:
                 f"{self.lrs[-1]:.2g}, suggestion {self.suggestion:.2e}, "
                 f"stopped_early={self.stopped_early})")
 
-    def plot(self, ax=None):
-        """Loss against learning rate on a log axis, the suggestion marked; returns the axes.
+    def plot(self, save: str | os.PathLike | None = None) -> PlotFigure:
+        """Loss against learning rate on a log axis, the suggestion marked; returns the figure.
 
         Example:
             >>> r = LRFinderResult([1e-3, 1e-2, 1e-1], [1.0, 0.5, 2.0], [1.0, 0.5, 2.0], 1e-2, 1,
             ...                    False)
-            >>> r.plot().get_xscale()
+            >>> r.plot().axes[0].get_xscale()
             'log'
         """
-        ax = ax or _new_axes()
+        from threeline.plots import new_figure, save_png
+
+        fig = new_figure(6, 4)
+        ax = fig.add_subplot()
         ax.plot(self.lrs, self.losses)
         ax.plot([self.suggestion], [self.losses[self.suggestion_index]], "o", color="red",
-                label=f"suggestion {self.suggestion:.1e} (steepest fall)")
+                label=f"suggestion {self.suggestion:.1e}")
+        ax.axvline(self.suggestion, color="red", linewidth=0.8, linestyle="--")
         ax.set_xscale("log")
         ax.set_xlabel("learning rate (log scale)")
         ax.set_ylabel("loss (smoothed)")
         ax.legend()
-        return ax
+        save_png(fig, save)
+        return fig
 
-    def plot_lr(self, ax=None):
-        """Learning rate against iteration; returns the axes.
+    def plot_lr(self, save: str | os.PathLike | None = None) -> PlotFigure:
+        """Learning rate against iteration; returns the figure.
 
         Example:
             >>> r = LRFinderResult([1e-3, 1e-2], [1.0, 0.5], [1.0, 0.5], 1e-3, 0, False)
-            >>> r.plot_lr().get_ylabel()
+            >>> r.plot_lr().axes[0].get_ylabel()
             'learning rate'
         """
-        ax = ax or _new_axes()
+        from threeline.plots import new_figure, save_png
+
+        fig = new_figure(6, 4)
+        ax = fig.add_subplot()
         ax.plot(range(len(self.lrs)), self.lrs)
         ax.set_xlabel("iteration")
         ax.set_ylabel("learning rate")
-        return ax
-
-
-def _new_axes():
-    import matplotlib.pyplot as plt
-
-    return plt.subplots()[1]
+        save_png(fig, save)
+        return fig
 
 
 def lr_schedule(start_lr: float, end_lr: float, num_it: int, mode: str) -> list[float]:
@@ -153,10 +159,44 @@ def suggest(lrs: list[float], losses: list[float]) -> int:
     return best
 
 
+class FindRate(Callback):
+    """The finder as a callback: sets each step's rate, records the loss, stops the fit after
+    the last rate or once the smoothed loss diverges."""
+
+    def __init__(self, schedule: list[float], beta: float, diverge: float):
+        self.schedule, self.beta, self.diverge = schedule, beta, diverge
+        self.warmup = max(5, len(schedule) // 10)  # the first smoothed values are too noisy
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self.raw: list[float] = []
+        self.average, self.best, self.stopped = 0.0, math.inf, False
+
+    def on_batch_begin(self, learn: Learner) -> None:
+        for group in learn.opt.param_groups:
+            set_lr(group, self.schedule[learn.step])
+
+    def on_batch_end(self, learn: Learner, loss: torch.Tensor) -> None:
+        step, value = learn.step, float(loss)  # the finder must look at every loss
+        self.average = self.beta * self.average + (1 - self.beta) * value
+        smooth = self.average / (1 - self.beta ** (step + 1))  # debiased
+        self.lrs.append(self.schedule[step])
+        self.raw.append(value)
+        self.losses.append(smooth)
+        if not math.isfinite(smooth) or (step >= self.warmup and smooth > self.diverge * self.best):
+            self.stopped = True
+            raise CancelFit
+        self.best = min(self.best, smooth)
+        if step + 1 == len(self.schedule):
+            raise CancelFit
+
+
 def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100,
             mode: str = "exp", wd: float = 0.01, beta: float = 0.98,
             diverge: float = 4.0) -> LRFinderResult:
     """Run the finder on ``learn`` (see :meth:`threeline.Learner.lr_find`) and restore it.
+
+    A short ``fit`` with :class:`FindRate` as its only callback: no validation, no table, no
+    checkpoints; the model, optimizer and random state are put back afterwards.
 
     Example:
         >>> from threeline import ImageData, Learner, demo_path
@@ -166,75 +206,49 @@ def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10.0, num_it
         True
     """
     schedule = lr_schedule(start_lr, end_lr, num_it, mode)
-    if learn.precompute:
-        learn.features("train")
+    finder = FindRate(schedule, beta, diverge)
     saved = _snapshot(learn)
-    lrs, losses, raw = [], [], []
-    average, best = 0.0, math.inf
-    stopped = False
-    warmup = max(5, num_it // 10)
     devices = [learn.device] if learn.device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(learn.seed)  # dropout: the same curve whatever ran before
-            optimizer = learn._optimizer([schedule[0]] * len(learn.layer_groups()), wd)
-            trainable = learn.head if learn.precompute else learn.model
-            batches = _endless(learn)
-            learn._set_train_mode(trainable)
-            for step, lr in enumerate(schedule):
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                xb, yb = next(batches)
-                loss = float(learn._train_step(trainable, optimizer, xb, yb))
-                average = beta * average + (1 - beta) * loss
-                smooth = average / (1 - beta ** (step + 1))  # debiased
-                lrs.append(lr)
-                raw.append(loss)
-                losses.append(smooth)
-                settled = step >= warmup  # the first smoothed values are too noisy to judge
-                if not math.isfinite(smooth) or (settled and smooth > diverge * best):
-                    stopped = True
-                    break
-                best = min(best, smooth)
+            epochs = -(-num_it // max(1, learn.steps_per_epoch()))
+            learn.run_fit([schedule[0]] * len(learn.layer_groups()), epochs, wd, [finder],
+                          validate=False)
     finally:
         _restore(learn, saved)
-    index = suggest(lrs, losses)
-    return LRFinderResult(lrs, losses, raw, lrs[index], index, stopped)
-
-
-def _endless(learn: Learner):
-    """Training batches, epoch after epoch."""
-    while True:
-        yield from batches.train_batches(learn)
+    if not finder.lrs:
+        raise RuntimeError("lr_find ran no step: the training data yields no batch.")
+    index = suggest(finder.lrs, finder.losses)
+    return LRFinderResult(finder.lrs, finder.losses, finder.raw, finder.lrs[index], index,
+                          finder.stopped)
 
 
 def _snapshot(learn: Learner) -> dict:
-    modules = [learn.body, learn.head]
-    params = [p for m in modules for p in m.parameters()]
+    model = learn.model
+    params = list(model.parameters())
     return {
-        "state": [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in modules],
+        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
         "grads": [None if p.grad is None else p.grad.detach().clone() for p in params],
         "requires_grad": [p.requires_grad for p in params],
-        "training": [[sub.training for sub in m.modules()] for m in modules],
+        "training": [sub.training for sub in model.modules()],
         "opt": learn.opt,
         "opt_state": copy.deepcopy(learn.opt.state_dict()) if learn.opt is not None else None,
-        "precompute": learn._precompute,
+        "history": list(learn.history),
     }
 
 
 def _restore(learn: Learner, saved: dict) -> None:
-    modules = [learn.body, learn.head]
-    params = [p for m in modules for p in m.parameters()]
+    model = learn.model
+    params = list(model.parameters())
     with torch.no_grad():
-        for module, state in zip(modules, saved["state"], strict=False):
-            module.load_state_dict(state)
-        for p, grad, flag in zip(params, saved["grads"], saved["requires_grad"], strict=False):
+        model.load_state_dict(saved["state"])
+        for p, grad, flag in zip(params, saved["grads"], saved["requires_grad"], strict=True):
             p.grad = grad
             p.requires_grad_(flag)
-    for module, flags in zip(modules, saved["training"], strict=False):
-        for sub, flag in zip(module.modules(), flags, strict=False):
-            sub.train(flag)
+    for sub, flag in zip(model.modules(), saved["training"], strict=True):
+        sub.train(flag)
     learn.opt = saved["opt"]
     if learn.opt is not None:
         learn.opt.load_state_dict(saved["opt_state"])
-    learn._precompute = saved["precompute"]
+    learn.history[:] = saved["history"]

@@ -24,6 +24,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from threeline.saving import cache_dir
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -50,22 +52,6 @@ REGISTRY: dict[str, BackboneSpec] = {
 }
 
 DEFAULT_ARCH = "efficientnet_lite2"
-
-
-def cache_dir() -> Path:
-    """Where threeline keeps converted weights and cached activations.
-
-    ``$THREELINE_CACHE`` if set, else ``$XDG_CACHE_HOME/threeline``, else ``~/.cache/threeline``.
-
-    Example:
-        >>> os.environ["THREELINE_CACHE"] = "/tmp/my-cache"  # doctest: +SKIP
-        >>> cache_dir().is_absolute()
-        True
-    """
-    if os.environ.get("THREELINE_CACHE"):
-        return Path(os.environ["THREELINE_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "threeline"
 
 
 def available_models() -> list[str]:

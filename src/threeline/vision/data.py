@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from threeline.images import (
+from threeline.vision.images import (
     IMAGE_EXTENSIONS,
     MAX_PIXELS,
     BadImageError,
@@ -191,7 +191,7 @@ class ImageData:
         Example:
             >>> fig = demo_data.show_batch(9, augment="side_on", save="batch.png")  # doctest: +SKIP
         """
-        from threeline.interpret import show_batch
+        from threeline.vision.interpret import show_batch
 
         return show_batch(self, k, augment, seed, save)
 
@@ -241,7 +241,7 @@ class ImageLoader(DataLoader):
     Stops with an error when most images fail (a broken transform, not a few bad files).
 
     Example:
-        >>> from threeline.transforms import Preprocess
+        >>> from threeline.vision.transforms import Preprocess
         >>> data = ImageData.from_folder(demo_path(), num_workers=0)
         >>> images, labels = next(iter(data.loader(data.valid.files, data.valid.labels,
         ...                                        Preprocess(size=64), batch_size=4)))
@@ -294,7 +294,7 @@ class ImageFiles(Dataset):
     on stderr, so one bad file never ends an epoch.
 
     Example:
-        >>> from threeline.transforms import Preprocess
+        >>> from threeline.vision.transforms import Preprocess
         >>> files = sorted((demo_path() / "train" / "cats").iterdir())[:2]
         >>> image, label = ImageFiles(files, [0, 0], Preprocess(size=64))[0]
         >>> image.shape, label
@@ -333,7 +333,7 @@ class ReportingFiles(ImageFiles):
     worker processes: ``(image, label, failure)``.
 
     Example:
-        >>> from threeline.transforms import Preprocess
+        >>> from threeline.vision.transforms import Preprocess
         >>> files = sorted((demo_path() / "train" / "cats").iterdir())[:1]
         >>> image, label, failure = ReportingFiles(files, [0], Preprocess(size=64))[0]
         >>> image.shape, label, failure

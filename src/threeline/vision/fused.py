@@ -25,7 +25,7 @@ from timm.layers import BatchNormAct2d, Conv2dSame
 from timm.layers.conv2d_same import conv2d_same
 from torch import nn
 
-from threeline.fold import close, conv_norm_pairs, silenced
+from threeline.vision.fold import close, conv_norm_pairs, silenced
 
 
 class FusedConv(nn.Module):

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import torch
 
-from threeline.images import MAX_PIXELS
-from threeline.jpeg import HEAD_BYTES, jpeg_info
-from threeline.transforms import Box, resize_pixels
+from threeline.vision.images import MAX_PIXELS
+from threeline.vision.jpeg import HEAD_BYTES, jpeg_info
+from threeline.vision.transforms import Box, resize_pixels
 
 BoxFor = Callable[[int, int], Box]  # (width, height) of a picture -> what to keep of it
 _GROUP = 64  # pictures resized in one call, at most
@@ -64,7 +64,7 @@ def suited(data: bytes | bytearray, max_pixels: int | None = MAX_PIXELS) -> bool
     Pillow would; False sends it to Pillow.
 
     Example:
-        >>> from threeline.data import demo_path
+        >>> from threeline.vision.data import demo_path
         >>> suited(next((demo_path() / "train" / "cats").iterdir()).read_bytes())
         True
         >>> suited(b"GIF89a...")
@@ -216,7 +216,7 @@ def apply_boxes(images: list[torch.Tensor], boxes: list[Box],
     pictures). Antialiased, like Pillow, when shrinking; rounded back to uint8.
 
     Example:
-        >>> from threeline.transforms import center_crop_box
+        >>> from threeline.vision.transforms import center_crop_box
         >>> image = torch.randint(0, 256, (3, 300, 400), dtype=torch.uint8)
         >>> apply_boxes([image], [center_crop_box(400, 300, 256, 224)])[0].shape
         torch.Size([3, 224, 224])

@@ -1,4 +1,4 @@
-"""The head's CUDA-graph step: same training as the eager step, nothing trained by the warm-up."""
+"""The CUDA-graph training step: same training as the eager step, nothing trained by warm-up."""
 
 import warnings
 
@@ -6,9 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from threeline import ImageData, Learner, head_graph
-from threeline.head_graph import HeadStep, capturable_optimizer, set_lr
-from threeline.model import optimizer_groups
+import threeline.learner
+from threeline import ImageData, Learner, optim
+from threeline.graph_step import GraphStep
+from threeline.losses import CrossEntropy
+from threeline.optim import set_lr
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -32,10 +34,10 @@ def _learner(folder, cuda_graphs: bool, dropout: float) -> Learner:
     return learn
 
 
-_made: list[HeadStep] = []  # what fit built, to check that it really replayed a graph
+_made: list[GraphStep] = []  # what fit built, to check that it really replayed a graph
 
 
-class _Recorded(HeadStep):
+class _Recorded(GraphStep):
     def __init__(self, *args):
         super().__init__(*args)
         _made.append(self)
@@ -43,7 +45,7 @@ class _Recorded(HeadStep):
 
 @needs_cuda
 def test_graphed_fit_trains_like_the_eager_fit(dogscats_demo, monkeypatch):
-    monkeypatch.setattr(head_graph, "HeadStep", _Recorded)
+    monkeypatch.setattr(threeline.learner, "GraphStep", _Recorded)
     _made.clear()
     eager = _learner(dogscats_demo, cuda_graphs=False, dropout=0.0)
     graphed = _learner(dogscats_demo, cuda_graphs=True, dropout=0.0)
@@ -72,11 +74,11 @@ def test_capture_trains_nothing():
     torch.manual_seed(0)
     head = nn.Sequential(nn.BatchNorm1d(32), nn.Linear(32, 3)).cuda().train()
     before = {k: v.clone() for k, v in head.state_dict().items()}
-    optimizer = capturable_optimizer(optimizer_groups([list(head.parameters())], [0.1], 0.01),
-                                     (0.9, 0.99))
-    step = HeadStep(head, optimizer)
+    optimizer = optim.adamw([list(head.parameters())], [0.1], 0.01, torch.device("cuda"),
+                            capturable=True)
+    step = GraphStep(head, CrossEntropy(), optimizer)
     x, y = torch.randn(8, 32, device="cuda"), torch.randint(0, 3, (8,), device="cuda")
-    step._capture(x, y)
+    step._capture((x,), y)
     assert step.graph is not None
     for name, value in head.state_dict().items():
         torch.testing.assert_close(value, before[name], rtol=0, atol=0)

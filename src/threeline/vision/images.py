@@ -14,15 +14,16 @@ never changed for good; it is lifted only while a file is opened under :func:`pi
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from threeline.jpeg import HEAD_BYTES, jpeg_info
+from threeline.vision.jpeg import HEAD_BYTES, jpeg_info
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
@@ -112,7 +113,7 @@ def probe_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> tuple[
             ``max_pixels`` pixels.
 
     Example:
-        >>> from threeline.data import demo_path
+        >>> from threeline.vision.data import demo_path
         >>> probe_image(next((demo_path() / "train" / "cats").iterdir()))
         (200, 200)
     """
@@ -124,7 +125,7 @@ def read_header(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> tuple[
     """:func:`probe_image` for use inside ``with pixel_limit(max_pixels):`` (many files, threads).
 
     Example:
-        >>> from threeline.data import demo_path
+        >>> from threeline.vision.data import demo_path
         >>> files = sorted((demo_path() / "train" / "dogs").iterdir())[:3]
         >>> with pixel_limit(MAX_PIXELS):
         ...     [read_header(f) for f in files]
@@ -158,7 +159,7 @@ def quick_header(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> tuple
     None for anything else (other formats, odd or broken files): ask :func:`read_header` then.
 
     Example:
-        >>> from threeline.data import demo_path
+        >>> from threeline.vision.data import demo_path
         >>> quick_header(next((demo_path() / "train" / "cats").iterdir()))
         (200, 200)
     """
@@ -201,7 +202,7 @@ def load_image(source: str | Path | Image.Image, min_size: int | None = None) ->
             both sides stay at least ``min_size`` pixels: much faster for big photos.
 
     Example:
-        >>> from threeline.data import demo_path
+        >>> from threeline.vision.data import demo_path
         >>> path = next((demo_path() / "train" / "cats").iterdir())
         >>> load_image(path).mode
         'RGB'
@@ -226,3 +227,35 @@ def load_image(source: str | Path | Image.Image, min_size: int | None = None) ->
     if image.mode.startswith("I;16") or image.mode == "I":
         image = image.point(lambda v: v / 256).convert("L")  # 16-bit -> 8-bit
     return image.convert("RGB")
+
+
+def expand_items(items, on_empty_folder: Callable[[Path], None] | None = None) -> list:
+    """A flat list of files and PIL images from files, folders, PIL images or lists of them.
+
+    A folder gives its image files, sorted, recursively; ``on_empty_folder(folder)`` is called
+    for a folder that holds none.
+
+    Example:
+        >>> len(expand_items(Image.new("RGB", (4, 4))))
+        1
+    """
+    if isinstance(items, (str, os.PathLike, Image.Image)):
+        items = [items]
+    out: list = []
+    for item in items:
+        if isinstance(item, Image.Image):
+            out.append(item)
+            continue
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+            if not found and on_empty_folder is not None:
+                on_empty_folder(path)
+            out += found
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise FileNotFoundError(f"{path} is neither an image file nor a folder.")
+    if not out:
+        raise ValueError("No images to predict on: the files and folders given hold none.")
+    return out

@@ -52,7 +52,7 @@ def jpeg_info(head: bytes) -> JpegInfo | None:
     rare coding (lossless, arithmetic): ask Pillow then.
 
     Example:
-        >>> from threeline.data import demo_path
+        >>> from threeline.vision.data import demo_path
         >>> path = next((demo_path() / "train" / "cats").iterdir())
         >>> info = jpeg_info(path.read_bytes()[:HEAD_BYTES])
         >>> info.upright_size, info.channels, info.plain

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import load_file, save_file
 
-from threeline import batches
-from threeline.fold import folded
 from threeline.progress import Progress
+from threeline.vision import batches
+from threeline.vision.fold import folded
 
 if TYPE_CHECKING:
-    from threeline.learner import Learner
+    from threeline.vision.learner import Learner
 
 FORMAT_VERSION = 3  # 2: BatchNorm folded, stored in the body's output type; 3: torch resizes
 
@@ -36,7 +36,7 @@ def files_fingerprint(files: Sequence[Path]) -> list[tuple[str, int, int]]:
     Folders are resolved once each, not once per file (a tenth of the time on 12,000 files).
 
     Example:
-        >>> from threeline.data import demo_path
+        >>> from threeline.vision.data import demo_path
         >>> photo = sorted((demo_path() / "train" / "cats").iterdir())[0]
         >>> path, size, mtime = files_fingerprint([photo])[0]
         >>> path == str(photo.resolve()) and size == photo.stat().st_size
@@ -142,7 +142,7 @@ def run_body(learn: Learner, items: Sequence, desc: str,
     with Progress(len(items), desc, unit="img", enabled=learn.progress) as bar:
         size = batches.inference_batch_size(learn)
         for images, _ in batches.image_batches(learn, items, None, False, batch_size=size):
-            with learn._autocast():
+            with learn.autocast():
                 acts = body(images)  # (B, D)
             if out is None:
                 out = acts.new_empty(len(items), acts.shape[1])

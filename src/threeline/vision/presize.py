@@ -22,11 +22,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from threeline import decode
-from threeline.data import ReportingFiles, default_workers, print_failure
-from threeline.images import MAX_PIXELS, load_image
 from threeline.progress import Progress
-from threeline.transforms import Box, resize_box
+from threeline.vision import decode
+from threeline.vision.data import ReportingFiles, default_workers, print_failure
+from threeline.vision.images import MAX_PIXELS, load_image
+from threeline.vision.transforms import Box, resize_box
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Presized:
         """Images padded to a common shape (B, 3, H, W) uint8, their sizes (B, 2), labels (B,).
 
         Example:
-            >>> from threeline.data import demo_path
+            >>> from threeline.vision.data import demo_path
             >>> files = sorted((demo_path() / "train" / "cats").iterdir())[:2]
             >>> images, sizes, labels = presize(files, [0, 0], short=64).batch([0, 1])
             >>> images.shape[:2], sizes.shape, int(sizes.min())
@@ -67,7 +67,7 @@ class Presized:
         ``short`` is its ``resize_to``.
 
         Example:
-            >>> from threeline.data import demo_path
+            >>> from threeline.vision.data import demo_path
             >>> files = sorted((demo_path() / "train" / "cats").iterdir())[:2]
             >>> presize(files, [0, 0], short=64).center_crops([0, 1], 56).shape
             torch.Size([2, 3, 56, 56])
@@ -84,7 +84,7 @@ class PresizeImage:
     """One file (or PIL image) -> uint8 (3, h, w) with min(h, w) == ``short``, aspect kept.
 
     Example:
-        >>> from threeline.data import demo_path
+        >>> from threeline.vision.data import demo_path
         >>> path = next((demo_path("hymenoptera") / "train" / "ants").iterdir())
         >>> PresizeImage(short=100)(path).shape[1]
         100
@@ -136,7 +136,7 @@ def presize(items: Sequence, labels: Sequence[int] | None, short: int, max_ratio
     ``data.skipped``); without ``on_failure`` one line is printed.
 
     Example:
-        >>> from threeline.data import demo_path
+        >>> from threeline.vision.data import demo_path
         >>> files = sorted((demo_path() / "train" / "dogs").iterdir())[:4]
         >>> len(presize(files, [1] * 4, short=64))
         4

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from threeline.transforms import to_device
+from threeline.vision.transforms import to_device
 
 
 @dataclass(frozen=True)

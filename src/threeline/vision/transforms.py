@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from threeline.images import load_image
+from threeline.vision.images import load_image
 
 _MODES = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest-exact"}
 
@@ -29,7 +29,7 @@ class Preprocess:
     """Resize the shorter side to ``size / crop_pct`` then center-crop ``size`` x ``size``.
 
     Example:
-        >>> from threeline.data import demo_path
+        >>> from threeline.vision.data import demo_path
         >>> path = next((demo_path() / "train" / "cats").iterdir())
         >>> Preprocess(size=224)(path).shape
         torch.Size([3, 224, 224])

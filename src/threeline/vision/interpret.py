@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from threeline import augment as augmentations
-from threeline.augment import Augment
-from threeline.presize import Presized, PresizeImage
-from threeline.transforms import Preprocess
+from threeline.vision import augment as augmentations
+from threeline.vision.augment import Augment
+from threeline.vision.presize import Presized, PresizeImage
+from threeline.vision.transforms import Preprocess
 
 if TYPE_CHECKING:
-    from threeline.data import ImageData
-    from threeline.learner import Learner
     from threeline.plots import PlotFigure
+    from threeline.vision.data import ImageData
+    from threeline.vision.learner import Learner
 # threeline.plots (and so matplotlib, ~0.5 s to import) is imported by the functions that draw
 
 MAX_CLASSES = 30  # confusion matrices show at most this many rows; the rest become "other"
@@ -245,7 +245,7 @@ class Interpretation:
             valid = learn.data.valid
             return cls(learn.predict(), valid.labels, valid.files, learn.classes,
                        learn.preprocess)
-        from threeline.learner import expand_items
+        from threeline.vision.learner import expand_items
 
         files = expand_items(items)
         targets = true_labels(files, labels, learn.classes)

@@ -1,0 +1,180 @@
+"""A learner's images as batches on its device: decoded once into memory, or per pass.
+
+Three sources, in order of preference:
+
+- the decode-once cache (:mod:`threeline.presize`) of the train or valid files, which training
+  without precompute, ``fine_tune`` and ``tta`` fill and reuse every epoch;
+- on CUDA, nvjpeg (:mod:`threeline.decode`) for files read once, such as precompute's pass;
+- Pillow in worker processes (:meth:`threeline.ImageData.loader`) otherwise.
+
+Every batch leaves here normalized, float32, (B, 3, S, S), in the learner's memory format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from PIL import Image
+
+from threeline.vision import decode
+from threeline.vision.data import ImageFiles
+from threeline.vision.presize import Presized, presize
+from threeline.vision.transforms import center_crop_box, normalize, to_device
+
+if TYPE_CHECKING:
+    from threeline.vision.learner import Learner
+
+
+def inference_batch_size(learn: Learner) -> int:
+    """Images per forward pass without gradients: larger on CUDA; on a CPU, batches of
+    up to 32 ran about twice as fast as 64 (cache-friendly activations).
+
+    Example:
+        >>> from threeline import ImageData, Learner, demo_path
+        >>> learn = Learner.pretrained("efficientnet_lite0", ImageData.from_folder(demo_path()),
+        ...                            device="cpu")
+        >>> inference_batch_size(learn)
+        32
+    """
+    if learn.device.type == "cuda":
+        return 4 * learn.data.batch_size
+    return min(learn.data.batch_size, 32)
+
+
+def image_batches(learn: Learner, items: Sequence, labels: Sequence[int] | None,
+                  shuffle: bool, transform=None, batch_size: int | None = None
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Normalized float image batches (B, 3, S, S) in ``memory_format``, labels (B,), on the
+    device: from the decode-once cache when ``items`` is a split's file list and either that
+    cache exists or precompute is off; else decoded for this pass.
+
+    Example:
+        >>> from threeline import ImageData, Learner, demo_path
+        >>> learn = Learner.pretrained("efficientnet_lite0",
+        ...     ImageData.from_folder(demo_path(), size=64), progress=False)
+        >>> files = learn.data.valid.files[:3]
+        >>> [tuple(x.shape) for x, _ in image_batches(learn, files, None, shuffle=False)]
+        [(3, 3, 64, 64)]
+    """
+    cuda = learn.device.type == "cuda"
+    splits = (learn.data.train, learn.data.valid)
+    split = next((s.files for s in splits if s.files is items), None)
+    decoded = split is not None and presize_key(learn, items) in learn._presized
+    if transform is None and split is not None and (decoded or not learn.precompute):
+        cache = presized_cache(learn, items, labels)  # decoded once, reused every epoch
+        bs = batch_size or learn.data.batch_size
+        for start in range(0, len(cache), bs):
+            index = range(start, min(start + bs, len(cache)))
+            images = to_device(cache.center_crops(index, learn.preprocess.size), learn.device)
+            yield model_input(learn, images), to_device(
+                cache.labels[start:start + len(index)], learn.device)
+        return
+    if transform is None and not shuffle and _decodes_on_device(learn, items):
+        yield from _device_decoded_batches(learn, items, labels, batch_size)
+        return
+    generator = torch.Generator().manual_seed(learn.seed + len(learn.history))
+    loader = learn.data.loader(items, labels, transform or learn.preprocess, shuffle=shuffle,
+                               pin_memory=cuda, generator=generator, batch_size=batch_size)
+    for images, targets in loader:
+        yield model_input(learn, to_device(images, learn.device)), to_device(targets, learn.device)
+
+
+def _decodes_on_device(learn: Learner, items: Sequence) -> bool:
+    """JPEG files go to nvjpeg on a CUDA device (see :mod:`threeline.decode`)."""
+    return decode.available(learn.device) and not any(
+        isinstance(item, Image.Image) for item in items)
+
+
+def _device_decoded_batches(learn: Learner, files: Sequence, labels: Sequence[int] | None,
+                            batch_size: int | None
+                            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The validation view of ``files``, decoded and cropped on the device, in order."""
+    p, data = learn.preprocess, learn.data
+    pillow = ImageFiles(list(files), labels, p, data.max_pixels)
+
+    def fallback(index: int) -> torch.Tensor:  # Pillow, reporting files that fail
+        image, failure = pillow.decode(index)
+        if failure is not None:
+            data.report_failure(str(files[index]), failure)
+        return image
+
+    decoder = decode.DecodeBatches(
+        files, lambda w, h: center_crop_box(w, h, p.resize_to, p.size), learn.device,
+        fallback, p.interpolation, data.max_pixels)
+    start, targets = 0, torch.tensor(pillow.labels, dtype=torch.int64)
+    for images in decoder(batch_size or data.batch_size):
+        batch = torch.stack(images)  # (B, 3, S, S) uint8 on the device
+        yield (model_input(learn, batch),
+               to_device(targets[start:start + len(images)], learn.device))
+        start += len(images)
+
+
+def presize_key(learn: Learner, items: Sequence) -> tuple:
+    """What a decode-once cache depends on: the files, the size and the interpolation."""
+    return (tuple(map(str, items)), learn.preprocess.resize_to, learn.preprocess.interpolation)
+
+
+def presized_cache(learn: Learner, items: Sequence, labels: Sequence[int] | None) -> Presized:
+    """The decode-once uint8 cache of ``items`` (train or valid files), built on first use."""
+    p, key = learn.preprocess, presize_key(learn, items)
+    if key not in learn._presized:
+        learn._presized[key] = presize(items, labels, short=p.resize_to,
+                                       interpolation=p.interpolation,
+                                       num_workers=learn.data.num_workers,
+                                       progress=learn.progress, device=learn.device,
+                                       max_pixels=learn.data.max_pixels,
+                                       on_failure=learn.data.report_failure)
+    return learn._presized[key]
+
+
+def model_input(learn: Learner, images: torch.Tensor) -> torch.Tensor:
+    """uint8, or float in [0, 1], (B, 3, S, S) on the device -> normalized, in
+    ``memory_format``.
+
+    Example:
+        >>> from threeline import ImageData, Learner, demo_path
+        >>> learn = Learner.pretrained("efficientnet_lite0", ImageData.from_folder(demo_path()))
+        >>> float(model_input(learn, torch.full((1, 3, 4, 4), 255, dtype=torch.uint8)).max())
+        1.0
+    """
+    images = normalize(images, learn.preprocess.mean, learn.preprocess.std)
+    return images.contiguous(memory_format=learn.memory_format)
+
+
+def train_batches(learn: Learner) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled training batches: cached activations (B, D) with precompute, else
+    images (B, 3, S, S) from the decode-once cache, augmented on the device when set.
+
+    Example:
+        >>> from threeline import ImageData, Learner, demo_path
+        >>> learn = Learner.pretrained("efficientnet_lite0",
+        ...     ImageData.from_folder(demo_path(), size=64, batch_size=16), progress=False)
+        >>> xb, yb = next(train_batches(learn))
+        >>> tuple(xb.shape), tuple(yb.shape)
+        ((16, 3, 64, 64), (16,))
+    """
+    if not learn.precompute:  # images from the decode-once cache, augmented on the device
+        cache = presized_cache(learn, learn.data.train.files, learn.data.train.labels)
+        generator = torch.Generator().manual_seed(learn.seed + len(learn.history))
+        order = torch.randperm(len(cache), generator=generator).tolist()
+        bs, size = learn.data.batch_size, learn.preprocess.size
+        for start in range(0, len(order), bs):
+            index = order[start:start + bs]
+            if len(index) < 2 and start > 0:  # BatchNorm cannot train on a single image
+                break
+            if learn.augment is None:
+                images = to_device(cache.center_crops(index, size), learn.device)  # uint8
+            else:
+                padded, sizes, _ = cache.batch(index)  # (B, 3, H, W) uint8, (B, 2)
+                images = learn.augment(to_device(padded, learn.device), sizes, size, generator)
+            yield model_input(learn, images), to_device(cache.labels[index], learn.device)
+        return
+    x, y = learn.features("train")  # (N, D), (N,)
+    generator = torch.Generator(device=learn.device).manual_seed(learn.seed + len(learn.history))
+    order = torch.randperm(len(x), device=learn.device, generator=generator)
+    bs = learn.data.batch_size
+    for start in range(0, len(x) - bs + 1 if len(x) > bs else 1, bs):
+        idx = order[start:start + bs]
+        yield x[idx], y[idx]
