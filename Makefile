@@ -20,6 +20,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
 test: $(STAMP) lint
+	# the page test drives a real Chromium (Debian's); installs it when missing, as root
+	bash scripts/install_browser.sh || echo "no browser: the page test will say so"
 	$(PY) -m pytest
 
 bench: $(STAMP)

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from threeline import ImageData, Learner, features
+from threeline import ImageData, Learner
+from threeline.vision import features
 from threeline.vision.batches import inference_batch_size, model_input
 from threeline.vision.data import Split
 
@@ -73,7 +74,7 @@ class BareForward:
                 images = self.batches[i % len(self.batches)]
                 start = time.perf_counter()
                 x = model_input(learn, images)
-                with learn._autocast():
+                with learn.autocast():
                     body(x)
                 sync()
                 if i >= 2:  # two warm-up batches
@@ -84,7 +85,8 @@ class BareForward:
 COLD = """
 import sys, time
 t = [time.perf_counter()]
-from threeline import ImageData, Learner, features
+from threeline import ImageData, Learner
+from threeline.vision import features
 t.append(time.perf_counter())
 data = ImageData.from_folder(sys.argv[1], size=None if sys.argv[3] == 'None' else int(sys.argv[3]))
 t.append(time.perf_counter())

@@ -50,7 +50,7 @@ def run(spec, selection, clock) -> dict:
         clock.mark("fit_start")
         learn.fine_tune(spec.epochs)  # threeline's own defaults, as fastai runs with its own
         defaults = {name: p.default for name, p in
-                    inspect.signature(Learner.fine_tune).parameters.items()
+                    inspect.signature(type(learn).fine_tune).parameters.items()
                     if name in ("base_lr", "lr_ratio", "freeze_epochs", "head_lr")}
         settings = ", ".join(f"{k}={v:g}" for k, v in defaults.items())
         recipe = f'fine_tune({spec.epochs}) ({settings}), augment="side_on"'

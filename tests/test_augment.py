@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from threeline import ImageData, Learner, batches
+from threeline import ImageData, Learner
+from threeline.vision import batches
 from threeline.vision.augment import Augment, side_on, top_down
 from threeline.vision.presize import presize
 from threeline.vision.transforms import Preprocess, normalize

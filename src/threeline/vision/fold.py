@@ -45,8 +45,9 @@ def folded(network: nn.Module, example: torch.Tensor) -> nn.Module:
         pairs, expected = conv_norm_pairs(copied, example)
         parents = {child: (parent, name) for parent in copied.modules()
                    for name, child in parent.named_children()}
-        for conv, norm in pairs:
-            _merge(conv, norm)
+        for (conv, norm), (weight, bias) in zip(pairs, conv_norm_weights(pairs), strict=True):
+            conv.weight = nn.Parameter(weight.detach(), requires_grad=False)
+            conv.bias = nn.Parameter(bias.detach(), requires_grad=False)
             parent, name = parents[norm]
             kept = [m for m in (getattr(norm, "drop", None), getattr(norm, "act", None))
                     if m is not None and not isinstance(m, nn.Identity)]
@@ -107,15 +108,40 @@ def _foldable(module: nn.Module) -> bool:
             and module.running_mean is not None and module.running_var is not None)
 
 
-def _merge(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
-    """conv's weight (O, I/groups, k, k) and bias (O,) take on norm's scale and shift."""
-    scale = torch.rsqrt(norm.running_var.float() + norm.eps)  # (O,)
-    if norm.weight is not None:
-        scale = scale * norm.weight.float()
-    shift = -norm.running_mean.float() * scale
-    if norm.bias is not None:
-        shift = shift + norm.bias.float()
-    bias = conv.bias.float() if conv.bias is not None else torch.zeros_like(shift)
-    weight = conv.weight.float() * scale.view(-1, 1, 1, 1)
-    conv.weight = nn.Parameter(weight.to(conv.weight.dtype), requires_grad=False)
-    conv.bias = nn.Parameter((bias * scale + shift).to(conv.weight.dtype), requires_grad=False)
+def conv_norm_weights(pairs: list[tuple[nn.Conv2d, nn.BatchNorm2d]]
+                      ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight (O, I/groups, k, k), bias (O,)) per pair: the conv scaled by the norm's
+    ``weight / sqrt(running_var + eps)``, the bias shifted to match. One set of operations
+    over the channels of all pairs together; differentiable in the conv's and norm's
+    parameters. The one formula behind both the folded copy (:func:`folded`) and the fused
+    view (:mod:`threeline.vision.fused`).
+
+    Example:
+        >>> conv, norm = nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3).eval()
+        >>> (w, b), = conv_norm_weights([(conv, norm)])
+        >>> x = torch.randn(1, 2, 4, 4)
+        >>> bool(torch.allclose(nn.functional.conv2d(x, w, b), norm(conv(x)), atol=1e-6))
+        True
+    """
+    if not pairs:
+        return []
+    norms = [norm for _, norm in pairs]
+    var = torch.cat([n.running_var for n in norms])  # (sum of O,)
+    if len({n.eps for n in norms}) == 1:
+        var = var + norms[0].eps
+    else:
+        var = var + torch.cat([torch.full_like(n.running_var, n.eps) for n in norms])
+    inv_std = torch.rsqrt(var)
+    gamma = torch.cat([n.weight if n.weight is not None else torch.ones_like(n.running_var)
+                       for n in norms])
+    beta = torch.cat([n.bias if n.bias is not None else torch.zeros_like(n.running_var)
+                      for n in norms])
+    scale = gamma * inv_std
+    shift = beta - torch.cat([n.running_mean for n in norms]) * scale
+    sizes = [n.num_features for n in norms]
+    out = []
+    for (conv, _), s, b in zip(pairs, scale.split(sizes), shift.split(sizes), strict=True):
+        if conv.bias is not None:
+            b = b + conv.bias * s
+        out.append((conv.weight * s.view(-1, 1, 1, 1), b))
+    return out

@@ -25,7 +25,7 @@ from timm.layers import BatchNormAct2d, Conv2dSame
 from timm.layers.conv2d_same import conv2d_same
 from torch import nn
 
-from threeline.vision.fold import close, conv_norm_pairs, silenced
+from threeline.vision.fold import close, conv_norm_pairs, conv_norm_weights, silenced
 
 
 class FusedConv(nn.Module):
@@ -42,7 +42,7 @@ class FusedConv(nn.Module):
         conv = self.conv
         if self.norm.training:
             return conv(x)
-        weight, bias = self.fused or fused_weights([self])[0]
+        weight, bias = self.fused or conv_norm_weights([(self.conv, self.norm)])[0]
         if type(conv) is nn.Conv2d and conv.padding_mode == "zeros":
             return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation,
                             conv.groups)
@@ -63,43 +63,14 @@ class FusedBody(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         live = [pair for pair in self.pairs if not pair.norm.training]
-        for pair, weights in zip(live, fused_weights(live), strict=True):
-            pair.fused = weights
+        weights = conv_norm_weights([(p.conv, p.norm) for p in live])
+        for pair, pair_weights in zip(live, weights, strict=True):
+            pair.fused = pair_weights
         try:
             return self.network(x)
         finally:
             for pair in live:
                 pair.fused = None
-
-
-def fused_weights(pairs: list[FusedConv]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(weight (O, I/groups, k, k), bias (O,)) per pair: the conv scaled by the norm's
-    ``weight / sqrt(running_var + eps)``, the bias shifted to match. One set of operations
-    over the channels of all pairs together; differentiable in the conv's and norm's
-    parameters."""
-    if not pairs:
-        return []
-    norms = [pair.norm for pair in pairs]
-    var = torch.cat([n.running_var for n in norms])  # (sum of O,)
-    if len({n.eps for n in norms}) == 1:
-        var = var + norms[0].eps
-    else:
-        var = var + torch.cat([torch.full_like(n.running_var, n.eps) for n in norms])
-    inv_std = torch.rsqrt(var)
-    gamma = torch.cat([n.weight if n.weight is not None else torch.ones_like(n.running_var)
-                       for n in norms])
-    beta = torch.cat([n.bias if n.bias is not None else torch.zeros_like(n.running_var)
-                      for n in norms])
-    scale = gamma * inv_std
-    shift = beta - torch.cat([n.running_mean for n in norms]) * scale
-    sizes = [n.num_features for n in norms]
-    out = []
-    for pair, s, b in zip(pairs, scale.split(sizes), shift.split(sizes), strict=True):
-        conv = pair.conv
-        if conv.bias is not None:
-            b = b + conv.bias * s
-        out.append((conv.weight * s.view(-1, 1, 1, 1), b))
-    return out
 
 
 class NormTail(nn.Module):

@@ -1,0 +1,575 @@
+"""CIFAR-10 from random weights: a threeline.models network, the library's own loop, on a GPU.
+
+    python3 benchmarks/cifar.py --prepare /tmp/cifar10.npz     # here: pack the 50,000 JPEGs
+    python3 benchmarks/cifar.py --device cuda --data cifar10.npz --out DIR
+
+The training images are decoded once into a uint8 tensor that stays on the device; every epoch
+each image gets a random crop of the 4-pixel reflect-padded image and a random horizontal flip,
+both as one batched gather on the device (no Python per image). Validation is a seeded
+5,000-image split (500 per class) of the 50,000 training images; accuracy with and without
+flip test-time augmentation. Each configuration also runs as a plain PyTorch loop (same model
+instance, same data on the device, same optimizer, schedule and bf16 autocast) in the same
+process, to measure what the library costs over a bare loop.
+
+`--prepare OUT.npz` stores the JPEG files' bytes (about 46 MB for all 50,000, under the 64 MiB a
+GPU run may carry; decoded pixels compressed were 135 MiB), labels and class names; the run
+decodes them with Pillow in worker processes (the same pixels as here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from threeline.learner import Learner
+from threeline.losses import CrossEntropy
+from threeline.models.resnet import fast_resnet, resnet
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+
+
+# ---------------------------------------------------------------- reading the images once
+
+def _decode(blobs: list[bytes]) -> np.ndarray:
+    try:
+        from PIL import Image
+    except ImportError:  # torchvision's libjpeg instead (pixels may differ by a grey level)
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        return np.stack([decode_jpeg(torch.frombuffer(bytearray(b), dtype=torch.uint8),
+                                     mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
+                         for b in blobs])
+    out = []
+    for blob in blobs:
+        with Image.open(io.BytesIO(blob)) as im:
+            out.append(np.asarray(im.convert("RGB")))
+    return np.stack(out)  # (n, 32, 32, 3) uint8
+
+
+def decode_all(blobs: list[bytes], workers: int | None = None) -> np.ndarray:
+    """JPEG bytes -> (N, H, W, 3) uint8, decoded with Pillow in worker processes."""
+    workers = workers or min(16, os.cpu_count() or 1)
+    chunks = [blobs[i:i + 2000] for i in range(0, len(blobs), 2000)]
+    if workers == 1 or len(chunks) == 1:
+        return np.concatenate([_decode(c) for c in chunks])
+    with ProcessPoolExecutor(workers) as pool:
+        return np.concatenate(list(pool.map(_decode, chunks)))
+
+
+def read_folder(root: Path, per_class: int | None = None) -> tuple[list[bytes], np.ndarray,
+                                                                   list[str]]:
+    """The JPEG bytes, labels and classes of ROOT/<class>/*.jpg (ROOT/train/<class> too)."""
+    if (root / "train").is_dir():
+        root = root / "train"
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise FileNotFoundError(f"No class folders under {root}; expected {root}/<class>/*.jpg.")
+    blobs, labels = [], []
+    for index, name in enumerate(classes):
+        files = sorted((root / name).glob("*.jpg"))[:per_class]
+        blobs += [f.read_bytes() for f in files]
+        labels += [index] * len(files)
+    return blobs, np.asarray(labels, dtype=np.int64), classes
+
+
+def prepare(out: Path, root: Path, per_class: int | None) -> None:
+    """Pack the JPEG bytes, offsets, labels and classes into one .npz file."""
+    blobs, labels, classes = read_folder(root, per_class)
+    offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+    np.savez(out, jpeg=np.frombuffer(b"".join(blobs), dtype=np.uint8), offsets=offsets,
+             labels=labels.astype(np.uint8), classes=np.asarray(classes))
+    print(f"{out}: {len(blobs)} images, {out.stat().st_size / 2**20:.1f} MiB")
+
+
+def load(source: Path, per_class: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(N, 32, 32, 3) uint8 images, (N,) int64 labels and the classes, from a folder or .npz."""
+    if source.suffix == ".npz":
+        with np.load(source) as z:
+            jpeg, offsets = z["jpeg"].tobytes(), z["offsets"]
+            labels, classes = z["labels"].astype(np.int64), [str(c) for c in z["classes"]]
+        keep = np.concatenate([np.flatnonzero(labels == c)[:per_class]
+                               for c in range(len(classes))])
+        blobs = [jpeg[offsets[i]:offsets[i + 1]] for i in keep]
+        labels = labels[keep]
+    elif source.is_dir():
+        blobs, labels, classes = read_folder(source, per_class)
+    else:
+        raise FileNotFoundError(f"{source} is neither a folder of class folders nor a .npz made "
+                                f"by --prepare.")
+    return decode_all(blobs), labels, classes
+
+
+def split(labels: np.ndarray, valid_pct: float = 0.1, seed: int = 42) -> tuple[np.ndarray,
+                                                                                 np.ndarray]:
+    """Seeded per-class split: (train indices, valid indices); 500 per class of 5,000."""
+    rng = np.random.default_rng(seed)
+    train, valid = [], []
+    for c in np.unique(labels):
+        items = rng.permutation(np.flatnonzero(labels == c))
+        n_valid = round(len(items) * valid_pct)
+        valid.append(items[:n_valid])
+        train.append(items[n_valid:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(valid))
+
+
+# ---------------------------------------------------------------- data on the device
+
+def reflect_index(size: int, pad: int) -> torch.Tensor:
+    """Indices that reflect-pad an axis: size 4, pad 2 -> [2, 1, 0, 1, 2, 3, 2, 1]."""
+    i = torch.arange(-pad, size + pad).abs()
+    return torch.where(i > size - 1, 2 * (size - 1) - i, i)
+
+
+class CifarData:
+    """Small images resident on the device, augmented there: the learner data protocol.
+
+    Training batches: random crop of the `pad`-pixel reflect-padded image and random flip, one
+    gather per batch. Batches come out normalised, float32, (B, 3, H, W) in channels_last
+    layout (the uint8 images are stored (N, H, W, 3)). `flip_valid=True` flips the validation
+    images (for test-time augmentation).
+
+        >>> data = CifarData(images, labels, train_idx, valid_idx, batch_size=512)
+        >>> learn = Learner(fast_resnet(), data)
+    """
+
+    def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
+                 train_idx: np.ndarray, valid_idx: np.ndarray, batch_size: int = 512,
+                 valid_batch_size: int = 1000, pad: int = 4, flip: bool = True,
+                 flip_valid: bool = False):
+        images, labels = torch.as_tensor(images), torch.as_tensor(labels).long()
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be (N, H, W, 3) uint8, got {tuple(images.shape)} "
+                             f"{images.dtype}.")
+        if batch_size > len(train_idx):
+            raise ValueError(f"batch_size={batch_size} is more than the {len(train_idx)} "
+                             f"training images; pass a smaller batch_size.")
+        self.images, self.labels = images, labels
+        self.index = {"train": torch.as_tensor(train_idx), "valid": torch.as_tensor(valid_idx)}
+        self.batch_size, self.valid_batch_size = batch_size, valid_batch_size
+        self.pad, self.flip, self.flip_valid = pad, flip, flip_valid
+        train = images[self.index["train"]].float()
+        self.mean = train.mean((0, 1, 2)).tolist()  # per channel, 0-255
+        self.std = train.std((0, 1, 2)).tolist()
+        self._on: dict = {}
+
+    def with_flipped_valid(self) -> CifarData:
+        """The same data (sharing device tensors) with flipped validation images."""
+        other = object.__new__(CifarData)
+        other.__dict__.update(self.__dict__)
+        other.flip_valid = not self.flip_valid
+        return other
+
+    def steps(self, split: str) -> int:
+        n = len(self.index[split])
+        return n // self.batch_size if split == "train" else -(-n // self.valid_batch_size)
+
+    def tensors(self, device: torch.device) -> dict:
+        """Padded training images, validation images and labels on `device`, moved once."""
+        device = torch.device(device)
+        if device not in self._on:
+            h, w = self.images.shape[1:3]
+            train = self.images[self.index["train"]]
+            padded = train[:, reflect_index(h, self.pad)][:, :, reflect_index(w, self.pad)]
+            self._on = {device: {
+                "train": padded.to(device),  # (N, H + 2 pad, W + 2 pad, 3) uint8
+                "valid": self.images[self.index["valid"]].to(device),  # (M, H, W, 3) uint8
+                "y_train": self.labels[self.index["train"]].to(device),
+                "y_valid": self.labels[self.index["valid"]].to(device),
+                "mean": torch.tensor(self.mean, device=device).view(1, 3, 1, 1),
+                "std": torch.tensor(self.std, device=device).view(1, 3, 1, 1)}}
+        return self._on[device]
+
+    def _normalise(self, x: torch.Tensor, t: dict) -> torch.Tensor:
+        x = x.permute(0, 3, 1, 2).float()  # (B, 3, H, W), channels_last strides
+        return (x - t["mean"]) / t["std"]
+
+    def batches(self, split: str, device: torch.device, shuffle: bool, seed: int):
+        t = self.tensors(device)
+        if split == "valid":
+            for i in range(self.steps("valid")):
+                part = slice(i * self.valid_batch_size, (i + 1) * self.valid_batch_size)
+                x = t["valid"][part]
+                yield self._normalise(x.flip(2) if self.flip_valid else x, t), t["y_valid"][part]
+            return
+        images, y = t["train"], t["y_train"]
+        n, bs, pad = len(y), self.batch_size, self.pad
+        h, w = images.shape[1] - 2 * pad, images.shape[2] - 2 * pad
+        g = torch.Generator(device=y.device).manual_seed(seed)
+        order = torch.randperm(n, device=y.device, generator=g) if shuffle else \
+            torch.arange(n, device=y.device)
+        dy = torch.randint(0, 2 * pad + 1, (n, 1), device=y.device, generator=g)
+        dx = torch.randint(0, 2 * pad + 1, (n, 1), device=y.device, generator=g)
+        rows = dy + torch.arange(h, device=y.device)  # (N, H) the crop's rows
+        cols = dx + torch.arange(w, device=y.device)  # (N, W) and columns
+        if self.flip:  # a flip is the crop's columns read backwards
+            flipped = torch.rand(n, 1, device=y.device, generator=g) < 0.5
+            cols = torch.where(flipped, cols.flip(1), cols)
+        for i in range(self.steps("train")):
+            take = order[i * bs:(i + 1) * bs]  # (B,)
+            x = images[take[:, None, None], rows[take][:, :, None], cols[take][:, None, :]]
+            yield self._normalise(x, t), y[take]  # x: (B, 3, H, W)
+
+
+# ---------------------------------------------------------------- the runs
+
+@dataclass(frozen=True)
+class Config:
+    """One training run. `mode`: "library" (Learner.fit) or "plain" (the bare loop)."""
+
+    arch: str = "fast_resnet"  # or "resnet18", "resnet34", ... (small-input stem)
+    width: int = 64
+    epochs: int = 12
+    lr: float = 4e-3
+    wd: float = 0.1
+    smoothing: float = 0.2
+    compile: bool = True
+    channels_last: bool = True
+    graphs: bool = False  # the learner's CUDA-graph step (data.graphable)
+    checkpoints: bool = True
+    seed: int = 0
+    mode: str = "library"
+
+    def name(self) -> str:
+        layout = ("compiled" if self.compile else "eager") + (
+            ", channels_last" if self.channels_last else ", NCHW") + (
+            ", CUDA graph" if self.graphs else "")
+        return f"{self.arch}(w={self.width}) {layout}"
+
+
+def build(cfg: Config, n_classes: int) -> nn.Module:
+    if cfg.arch == "fast_resnet":
+        return fast_resnet(n_classes, width=cfg.width)
+    return resnet(int(cfg.arch.removeprefix("resnet")), n_classes, small_input=True,
+                  width=cfg.width)
+
+
+class Bench:
+    """The data on the device and one model instance per architecture and layout, compiled
+    once and re-initialised (in place) for every run, so later runs pay no compilation."""
+
+    def __init__(self, data: CifarData, n_classes: int, device: torch.device):
+        self.data, self.n_classes, self.device = data, n_classes, device
+        self.models: dict[tuple, nn.Module] = {}
+        self.warmup_s: dict[str, float] = {}
+
+    def model(self, cfg: Config) -> nn.Module:
+        """The model for `cfg`, freshly initialised from `cfg.seed`."""
+        key = (cfg.arch, cfg.width, cfg.compile, cfg.channels_last)
+        if key not in self.models:
+            model = build(cfg, self.n_classes).to(self.device)
+            if cfg.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            if cfg.compile:
+                model.compile(dynamic=False)
+            self.models[key] = model
+            start = time.perf_counter()  # compile (or cuDNN's choices) before the clock runs
+            short = replace(cfg, epochs=1, checkpoints=False)
+            self._init(model, short)
+            run_library(self, short, model=model, quiet=True)
+            run_plain(self, short, model=model)
+            self.warmup_s[cfg.name()] = time.perf_counter() - start
+        model = self.models[key]
+        self._init(model, cfg)
+        return model
+
+    def _init(self, model: nn.Module, cfg: Config) -> None:
+        torch.manual_seed(cfg.seed)
+        fresh = build(cfg, self.n_classes)
+        with torch.no_grad():
+            model.load_state_dict(fresh.state_dict())
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def flip_tta_accuracy(learn: Learner, data: CifarData) -> float:
+    """Validation accuracy of the mean of the softmax on the images and on their mirror."""
+    out, y = learn.get_preds()
+    flipped, _ = learn.get_preds(data.with_flipped_valid().batches("valid", learn.device,
+                                                                   False, 0))
+    probs = learn.loss.activation(out) + learn.loss.activation(flipped)  # (N, C)
+    return float((probs.argmax(1) == y).float().mean())
+
+
+def run_library(bench: Bench, cfg: Config, model: nn.Module | None = None,
+                quiet: bool = False) -> dict:
+    """`Learner(model, data).fit(lr, epochs)`; returns times and accuracies."""
+    model = model if model is not None else bench.model(cfg)
+    bench.data.graphable = cfg.graphs
+    learn = Learner(model, bench.data, loss=CrossEntropy(label_smoothing=cfg.smoothing),
+                    device=bench.device, seed=cfg.seed, progress=False)
+    if not cfg.checkpoints:
+        learn.checkpoint_dir = False
+    sync(bench.device)
+    start = time.perf_counter()
+    if quiet:
+        with contextlib.redirect_stdout(io.StringIO()):
+            rows = learn.fit(cfg.lr, cfg.epochs, wd=cfg.wd)
+    else:
+        rows = learn.fit(cfg.lr, cfg.epochs, wd=cfg.wd)
+    sync(bench.device)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "accuracy": rows[-1]["accuracy"],
+            "tta_accuracy": flip_tta_accuracy(learn, bench.data),
+            "accuracy_by_epoch": [r["accuracy"] for r in rows]}
+
+
+def run_plain(bench: Bench, cfg: Config, model: nn.Module | None = None) -> dict:
+    """The same training as a bare PyTorch loop: same model, batches, AdamW groups, one-cycle
+    shape, bf16 autocast, per-epoch validation (one host wait per epoch), no checkpoints."""
+    model = model if model is not None else bench.model(cfg)
+    data, device = bench.data, bench.device
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.wd},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=(0.9, 0.99), fused=device.type == "cuda")
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    total, step, accuracies = data.steps("train") * cfg.epochs, 0, []
+    sync(device)
+    start = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        model.train()
+        losses = []
+        for x, y in data.batches("train", device, True, cfg.seed * 1_000_003 + epoch):
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * one_cycle(step / total)
+            with autocast:
+                out = model(x)
+            loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+            step += 1
+        model.eval()
+        sums, count = torch.zeros(2, device=device), len(data.index["valid"])  # loss, correct
+        with torch.inference_mode():
+            for x, y in data.batches("valid", device, False, 0):
+                with autocast:
+                    out = model(x)
+                sums += torch.stack([F.cross_entropy(out.float(), y, reduction="sum"),
+                                     (out.argmax(1) == y).sum().float()])
+        train_loss, (valid_loss, correct) = float(torch.stack(losses).mean()), sums.tolist()
+        accuracies.append(correct / count)
+        print(f"plain {epoch:<3d} {train_loss:.4f} {valid_loss / count:.4f} {correct / count:.4f}")
+    sync(device)
+    return {"seconds": time.perf_counter() - start, "accuracy": accuracies[-1],
+            "accuracy_by_epoch": accuracies}
+
+
+def one_cycle(progress: float, pct_start: float = 0.25, div: float = 25.0,
+              div_final: float = 1e5) -> float:
+    """The library's one-cycle shape (cosine warm-up, cosine annealing), written out."""
+    def cos(a: float, b: float, t: float) -> float:
+        return b + (a - b) * (1 + math.cos(math.pi * t)) / 2
+    if progress < pct_start:
+        return cos(1 / div, 1.0, progress / pct_start)
+    return cos(1.0, 1 / div_final, (progress - pct_start) / (1 - pct_start))
+
+
+# ---------------------------------------------------------------- the plan
+
+def run(bench: Bench, cfg: Config, log: list[dict]) -> dict:
+    print(f"\n== {cfg}", flush=True)
+    result = (run_library if cfg.mode == "library" else run_plain)(bench, cfg)
+    entry = {**asdict(cfg), **result}
+    log.append(entry)
+    print(f"-> {result['seconds']:.2f} s, accuracy {result['accuracy']:.4f}"
+          + (f", with flip TTA {result['tta_accuracy']:.4f}" if "tta_accuracy" in result else ""),
+          flush=True)
+    return entry
+
+
+def best_of(entries: list[dict]) -> dict:
+    return max(entries, key=lambda e: (e["tta_accuracy"], -e["seconds"]))
+
+
+def plan(bench: Bench, base: Config, args: argparse.Namespace, log: list[dict]) -> dict:
+    """Layouts, then rates, then the shortest schedule to 94 %, seeds, the bare loop."""
+    cuda = bench.device.type == "cuda"
+    # 1. which layout pays: eager / channels_last / compiled / CUDA graph
+    if args.layouts:
+        short = replace(base, epochs=args.layout_epochs)
+        layouts = [replace(short, compile=False, channels_last=False),
+                   replace(short, compile=False, channels_last=True),
+                   replace(short, compile=cuda, channels_last=True)]
+        if cuda:
+            layouts.append(replace(short, compile=True, channels_last=True, graphs=True))
+        fastest = min((run(bench, c, log) for c in layouts), key=lambda e: e["seconds"])
+        base = replace(base, compile=fastest["compile"], channels_last=fastest["channels_last"],
+                       graphs=fastest["graphs"])
+    # 2. peak rate and weight decay at the base schedule
+    if len(args.lrs) * len(args.wds) > 1:
+        sweep = [run(bench, replace(base, lr=lr, wd=wd), log)
+                 for lr in args.lrs for wd in args.wds]
+        chosen = best_of(sweep)
+        base = replace(base, lr=chosen["lr"], wd=chosen["wd"])
+    # 3. schedule lengths, shortest first, until one reaches the target
+    reached = None
+    for epochs in args.epochs:
+        entry = run(bench, replace(base, epochs=epochs), log)
+        if entry["tta_accuracy"] >= args.target:
+            reached = entry
+            break
+    if reached is not None:
+        base = replace(base, epochs=reached["epochs"])
+        for seed in range(1, args.seeds):  # 4. more seeds of the shortest schedule
+            run(bench, replace(base, seed=seed), log)
+    # 5. the bare loop against the library, alternating, same seed
+    for _ in range(args.repeats):
+        run(bench, replace(base, mode="plain", graphs=False), log)
+        run(bench, replace(base, graphs=False), log)
+        run(bench, replace(base, graphs=False, checkpoints=False), log)
+        if base.graphs:
+            run(bench, base, log)
+    return asdict(base)
+
+
+# ---------------------------------------------------------------- the report
+
+def machine_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "-".join(torch.cuda.get_device_name(device).lower().split()[:2])
+    return f"cpu-{os.cpu_count()}core"
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
+
+
+def config_of(entry: dict) -> Config:
+    return Config(**{k: entry[k] for k in asdict(Config())})
+
+
+def report(log: list[dict], base: dict, bench: Bench, args: argparse.Namespace,
+           info: dict) -> str:
+    pct = lambda v: f"{100 * v:.2f} %"  # noqa: E731
+    runs = [[e["mode"], config_of(e).name(), str(e["epochs"]),
+             f"{e['lr']:g}", f"{e['wd']:g}", str(e["seed"]),
+             "-" if e["mode"] == "plain" else "yes" if e["checkpoints"] else "no",
+             f"{e['seconds']:.2f}", pct(e["accuracy"]),
+             pct(e["tta_accuracy"]) if "tta_accuracy" in e else "-"] for e in log]
+    parts = [f"# CIFAR-10 from random weights, {info['machine']}, {date.today()}", "",
+             f"`python3 benchmarks/cifar.py {' '.join(info['argv'])}`", "",
+             f"torch {torch.__version__}, {info['device_name']}, {info['n_train']} training and "
+             f"{info['n_valid']} validation images (seeded per-class split, seed 42), "
+             f"batch {args.batch_size}, label smoothing {base['smoothing']}, AdamW one-cycle. "
+             "Seconds: the whole `fit` (training, per-epoch validation and, where noted, "
+             "checkpoints), compilation excluded (done in a warm-up run before the clock).", ""]
+    parts += ["## Time to accuracy (final accuracy with flip TTA, library runs)", ""]
+    lib = [e for e in log if e["mode"] == "library"]
+    rows = []
+    for target in (0.94, 0.95, 0.96):
+        hits = [e for e in lib if e["tta_accuracy"] >= target]
+        fast = min(hits, key=lambda e: e["seconds"]) if hits else None
+        rows.append([pct(target), f"{fast['seconds']:.2f} s" if fast else "not reached",
+                     f"{fast['epochs']} epochs, {config_of(fast).name()}" if fast else "-"])
+    parts += [table(rows, ["target", "fastest run", "run"]), ""]
+    chosen = [e for e in lib if all(e[k] == base[k] for k in ("lr", "wd", "epochs", "compile",
+                                                                "channels_last", "graphs"))
+              and e["checkpoints"]]
+    if chosen:
+        accs = sorted(e["tta_accuracy"] for e in chosen)
+        parts += [f"Chosen configuration over {len(accs)} run(s) (seeds): flip-TTA accuracy "
+                  f"{', '.join(pct(a) for a in accs)}.", ""]
+    plain = [e["seconds"] for e in log if e["mode"] == "plain" and e["epochs"] == base["epochs"]]
+    for label, keep in (("library, checkpoints on", True), ("library, no checkpoints", False)):
+        same = [e["seconds"] for e in lib if not e["graphs"] and e["checkpoints"] == keep
+                and e["epochs"] == base["epochs"] and e["lr"] == base["lr"]
+                and e["wd"] == base["wd"] and e["seed"] == base["seed"]
+                and e["compile"] == base["compile"]
+                and e["channels_last"] == base["channels_last"]]
+        if plain and same:
+            over = min(same) / min(plain) - 1
+            parts.append(f"- Overhead over the bare loop ({label}): best {min(same):.2f} s "
+                         f"against {min(plain):.2f} s = {100 * over:+.1f} % (medians "
+                         f"{np.median(same):.2f} / {np.median(plain):.2f} s).")
+    parts += ["", "Compile and warm-up (once per model and layout): " + ", ".join(
+        f"{k}: {v:.1f} s" for k, v in bench.warmup_s.items()), "",
+        "## Every run", "",
+        table(runs, ["loop", "model and layout", "epochs", "lr", "wd", "seed", "checkpoints",
+                     "seconds", "accuracy", "flip TTA"]), ""]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--prepare", type=Path, help="write the JPEGs into this .npz and stop")
+    p.add_argument("--data", type=Path, default=None,
+                   help="a folder of class folders or a --prepare .npz (default: ../shared)")
+    p.add_argument("--n", type=int, default=None, help="images per class (default: all)")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--arch", default="fast_resnet")
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--lrs", type=float, nargs="+", default=[2e-3, 5e-3, 1e-2])
+    p.add_argument("--wds", type=float, nargs="+", default=[0.05, 0.2])
+    p.add_argument("--base-epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, nargs="+", default=[8, 10, 12, 15, 18])
+    p.add_argument("--target", type=float, default=0.94)
+    p.add_argument("--layouts", action=argparse.BooleanOptionalAction, default=True,
+                   help="time eager/channels_last/compiled/CUDA-graph first, keep the fastest "
+                        "(--no-layouts: compiled + channels_last on CUDA)")
+    p.add_argument("--layout-epochs", type=int, default=4)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--only", choices=["plan", "one"], default="plan",
+                   help="'one': a single run of the --arch/--width/--base-epochs/first lr+wd")
+    p.add_argument("--tag", default="", help="appended to the result file's name")
+    args = p.parse_args(argv)
+    if args.prepare:
+        prepare(args.prepare, args.data or SHARED, args.n)
+        return
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True
+    start = time.perf_counter()
+    images, labels, classes = load(args.data or SHARED, args.n)
+    train_idx, valid_idx = split(labels)
+    data = CifarData(images, labels, train_idx, valid_idx, batch_size=args.batch_size,
+                     valid_batch_size=500)
+    print(f"{len(labels)} images decoded in {time.perf_counter() - start:.1f} s", flush=True)
+    bench = Bench(data, len(classes), device)
+    base = Config(arch=args.arch, width=args.width, epochs=args.base_epochs, lr=args.lrs[0],
+                  wd=args.wds[0], compile=device.type == "cuda")
+    log: list[dict] = []
+    if args.only == "one":
+        run(bench, base, log)
+        chosen = asdict(base)
+    else:
+        chosen = plan(bench, base, args, log)
+    info = {"machine": machine_name(device), "argv": sys.argv[1:] if argv is None else argv,
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+            else platform.processor() or "CPU",
+            "n_train": len(train_idx), "n_valid": len(valid_idx)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"cifar-{info['machine']}-{date.today()}{args.tag}"
+    stem.with_suffix(".json").write_text(json.dumps({"info": info, "chosen": chosen,
+                                                     "runs": log}, indent=1))
+    stem.with_suffix(".md").write_text(report(log, chosen, bench, args, info))
+    print(f"\nwrote {stem}.md")
+
+
+if __name__ == "__main__":
+    main()

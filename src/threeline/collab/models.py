@@ -1,0 +1,161 @@
+"""The two models: a dot product with biases, and an embedding network; both under a sigmoid.
+
+Row 0 of every table is the "unknown" user or item: it stays at zero (no training row uses it),
+so a pair with an unknown side gets the bias-only prediction ``y_range(global + known bias)``.
+
+Weight decay on embeddings is applied to the rows a batch looks up, once per lookup, as the
+gradient of ``wd * mean_b ||row_b||^2`` (:class:`RowDecay`): rarely seen users and items are
+pulled towards zero less often, as in classic matrix factorisation by SGD.
+
+    model = DotProductBias(943, 1682, n_factors=50, y_range=(0.5, 5.5), wd=0.1)
+    model(users, items)          # (B,) int64 codes each -> (B,) predicted ratings
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class RowDecay(torch.autograd.Function):
+    """Identity forward; backward adds ``2 * wd * rows / B``: the L2 penalty of the rows used.
+
+    Example:
+        >>> rows = torch.ones(4, 2, requires_grad=True)
+        >>> RowDecay.apply(rows, 0.5).sum().backward()
+        >>> rows.grad[0].tolist()
+        [1.25, 1.25]
+    """
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, wd: float) -> torch.Tensor:  # rows: (B, F)
+        ctx.save_for_backward(rows)
+        ctx.scale = 2.0 * wd / rows.shape[0]
+        return rows.view_as(rows)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (rows,) = ctx.saved_tensors
+        return grad + ctx.scale * rows, None
+
+
+class _Base(nn.Module):
+    """Tables of user and item biases, a global bias and the output range."""
+
+    def __init__(self, n_users: int, n_items: int, y_range: tuple[float, float],
+                 mean: float | None, wd: float):
+        super().__init__()
+        lo, hi = (float(v) for v in y_range)
+        if not lo < hi:
+            raise ValueError(f"y_range must be (low, high) with low < high, got {y_range!r}.")
+        if wd < 0:
+            raise ValueError(f"wd must be >= 0, got {wd}.")
+        self.y_lo, self.y_hi, self.wd, self.bias_wd = lo, hi, float(wd), 0.0
+        self.user_bias = _table(n_users + 1, 1, std=0.0)
+        self.item_bias = _table(n_items + 1, 1, std=0.0)
+        mean = (lo + hi) / 2 if mean is None else min(max(mean, lo + 1e-3), hi - 1e-3)
+        share = (mean - lo) / (hi - lo)
+        self.global_bias = nn.Parameter(torch.tensor(math.log(share / (1 - share))))
+
+    def lookup(self, table: nn.Embedding, codes: torch.Tensor, wd: float) -> torch.Tensor:
+        rows = table(codes)  # (B, F)
+        if self.training and wd > 0 and rows.requires_grad:
+            rows = RowDecay.apply(rows, wd)
+        return rows
+
+    def biases(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``global + b_user + b_item`` before the sigmoid, (B,)."""
+        bu = self.lookup(self.user_bias, users, self.bias_wd).squeeze(-1)  # (B,)
+        bi = self.lookup(self.item_bias, items, self.bias_wd).squeeze(-1)  # (B,)
+        return self.global_bias + bu * (users > 0) + bi * (items > 0)
+
+    def squash(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.y_lo + (self.y_hi - self.y_lo) * torch.sigmoid(raw)
+
+    def item_vectors(self) -> torch.Tensor:
+        """(n_items + 1, F) item factors used for similarity and plots."""
+        raise NotImplementedError
+
+
+class DotProductBias(_Base):
+    """``y_range(global + b_u + b_i + <p_u, q_i>)``.
+
+    Example:
+        >>> m = DotProductBias(3, 4, n_factors=5)
+        >>> m(torch.tensor([1, 2]), torch.tensor([3, 0])).shape
+        torch.Size([2])
+    """
+
+    def __init__(self, n_users: int, n_items: int, n_factors: int = 50,
+                 y_range: tuple[float, float] = (0.5, 5.5), mean: float | None = None,
+                 wd: float = 0.0):
+        super().__init__(n_users, n_items, y_range, mean, wd)
+        _check_positive(n_factors=n_factors)
+        self.user_factors = _table(n_users + 1, n_factors)
+        self.item_factors = _table(n_items + 1, n_factors)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        p = self.lookup(self.user_factors, users, self.wd)  # (B, F)
+        q = self.lookup(self.item_factors, items, self.wd)  # (B, F)
+        known = (users > 0) & (items > 0)  # row 0 is zero; the mask keeps it so regardless
+        return self.squash(self.biases(users, items) + (p * q).sum(-1) * known)  # (B,)
+
+    def item_vectors(self) -> torch.Tensor:
+        return self.item_factors.weight
+
+
+class EmbeddingNN(_Base):
+    """``y_range(global + b_u + b_i + MLP([p_u, q_i]))``; the MLP term is 0 for unknown pairs.
+
+    Example:
+        >>> m = EmbeddingNN(3, 4, n_factors=5, layers=(8,))
+        >>> m(torch.tensor([1, 0]), torch.tensor([3, 2])).shape
+        torch.Size([2])
+    """
+
+    def __init__(self, n_users: int, n_items: int, n_factors: int = 50,
+                 y_range: tuple[float, float] = (0.5, 5.5), mean: float | None = None,
+                 wd: float = 0.0, layers: Sequence[int] = (100,), dropout: float = 0.1):
+        super().__init__(n_users, n_items, y_range, mean, wd)
+        _check_positive(n_factors=n_factors, **{f"layers[{i}]": n for i, n in enumerate(layers)})
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        self.user_factors = _table(n_users + 1, n_factors)
+        self.item_factors = _table(n_items + 1, n_factors)
+        sizes = [2 * n_factors, *layers]
+        blocks: list[nn.Module] = []
+        for a, b in itertools.pairwise(sizes):
+            blocks += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
+        blocks.append(nn.Linear(sizes[-1], 1))
+        self.mlp = nn.Sequential(*blocks)
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        p = self.lookup(self.user_factors, users, self.wd)  # (B, F)
+        q = self.lookup(self.item_factors, items, self.wd)  # (B, F)
+        inter = self.mlp(torch.cat([p, q], dim=-1)).squeeze(-1)  # (B,)
+        known = ((users > 0) & (items > 0)).to(inter.dtype)
+        return self.squash(self.biases(users, items) + known * inter)
+
+    def item_vectors(self) -> torch.Tensor:
+        return self.item_factors.weight
+
+
+def _table(rows: int, width: int, std: float = 0.01) -> nn.Embedding:
+    """An embedding table, normal(0, std) with row 0 (unknown) at zero."""
+    table = nn.Embedding(rows, width)
+    with torch.no_grad():
+        table.weight.normal_(0.0, std) if std > 0 else table.weight.zero_()
+        table.weight[0].zero_()
+    return table
+
+
+def _check_positive(**sizes: int) -> None:
+    for name, n in sizes.items():
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"{name} must be a positive int, got {n!r}.")
