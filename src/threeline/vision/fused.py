@@ -54,16 +54,21 @@ class FusedConv(nn.Module):
 
 class FusedBody(nn.Module):
     """The rebuilt network; each forward first computes every eval-mode pair's fused weight
-    and bias in a few batched operations, for its :class:`FusedConv` layers to use."""
+    and bias in a few batched operations, for its :class:`FusedConv` layers to use.
+
+    Without gradients (validation, prediction) the fused weights are kept and reused until a
+    weight, statistic or mode changes (tensors' version counters tell), so inference pays
+    for the folding once, not per batch."""
 
     def __init__(self, network: nn.Module, pairs: list[FusedConv]):
         super().__init__()
         self.network = network
         self.pairs = pairs  # a plain list: these modules are registered inside ``network``
+        self._kept: tuple[tuple, list] | None = None  # (versions, weights) for inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         live = [pair for pair in self.pairs if not pair.norm.training]
-        weights = conv_norm_weights([(p.conv, p.norm) for p in live])
+        weights = self._weights(live)
         for pair, pair_weights in zip(live, weights, strict=True):
             pair.fused = pair_weights
         try:
@@ -71,6 +76,18 @@ class FusedBody(nn.Module):
         finally:
             for pair in live:
                 pair.fused = None
+
+    def _weights(self, live: list[FusedConv]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if torch.is_grad_enabled():  # training: the weights must be part of the graph
+            self._kept = None
+            return conv_norm_weights([(p.conv, p.norm) for p in live])
+        key = (tuple(id(p) for p in live), tuple(
+            t._version for p in live
+            for t in (*p.conv.parameters(), *p.norm.parameters(), *p.norm.buffers())))
+        if self._kept is None or self._kept[0] != key:
+            with torch.no_grad():
+                self._kept = (key, conv_norm_weights([(p.conv, p.norm) for p in live]))
+        return self._kept[1]
 
 
 class NormTail(nn.Module):
