@@ -6,5 +6,17 @@ trains with ``Learner(model, data)``.
 """
 
 from threeline.models.resnet import BasicBlock, Bottleneck, FastResNet, ResNet, fast_resnet, resnet
+from threeline.models.rnn import (
+    ARCHS,
+    AWDLSTM,
+    AWDLanguageModel,
+    LockedDropout,
+    PoolingHead,
+    RNNClassifier,
+    RNNLanguageModel,
+    masked_concat_pool,
+)
 
-__all__ = ["BasicBlock", "Bottleneck", "FastResNet", "ResNet", "fast_resnet", "resnet"]
+__all__ = ["ARCHS", "AWDLSTM", "AWDLanguageModel", "BasicBlock", "Bottleneck", "FastResNet",
+           "LockedDropout", "PoolingHead", "RNNClassifier", "RNNLanguageModel", "ResNet",
+           "fast_resnet", "masked_concat_pool", "resnet"]
