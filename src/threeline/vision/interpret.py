@@ -520,7 +520,10 @@ def show_batch(data: ImageData, k: int = 9, augment: str | Augment | None = None
         padded, sizes, _ = cache.batch(range(len(idx)))
         generator = torch.Generator().manual_seed(seed)
         images = augment(padded, sizes, size, generator).mul_(255).round_().to(torch.uint8)
-    titles = [short(data.classes[data.train.labels[i]]) for i in idx]
+    from threeline.vision.labels import label_names
+
+    titles = ["\n".join(short(n) for n in label_names(data.classes, data.train.labels[i]))
+              or "(no label)" for i in idx]
     what = "Training images" + (", augmented" if augment is not None else "")
     fig = image_grid([image_array(im) for im in images], titles,
                      f"{what}: {len(idx)} of {len(data.train)}")
