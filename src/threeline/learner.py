@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from threeline import lr_finder, optim, saving, schedules
-from threeline.devices import as_device
 from threeline.callbacks import Callback, CancelFit, SaveCheckpoints, ScheduleRates, ShowEpochs
 from threeline.checkpoints import Checkpoints
+from threeline.devices import as_device
 from threeline.graph_step import GraphStep
 from threeline.losses import CrossEntropy, Loss
 from threeline.metrics import Accumulator, Metric
@@ -84,6 +84,7 @@ class Learner:
         self.history: list[dict] = []
         self.interrupted = False  # True when the latest fit ended with Ctrl-C
         self.cuda_graphs = True  # replay graphable steps as a CUDA graph (see graphable())
+        self.clip: float | None = None  # clip the gradients' norm at this value
         self.opt: torch.optim.Optimizer | None = None  # the last fit's optimizer
         self.epoch = self.step = self.total_steps = 0
         self._checkpoints = Checkpoints()
@@ -172,13 +173,17 @@ class Learner:
                     m.eval()
 
     def train_step(self, x, y) -> torch.Tensor:
-        """One optimizer step; returns the loss on the device (no host wait)."""
+        """One optimizer step, the gradients' norm clipped at ``clip`` when set; returns the
+        loss on the device (no host wait)."""
         module = self._fit_module
         with self.autocast(module):
             out = self.forward(module, x)
         loss = self.loss(out, y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.clip:
+            nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad],
+                                     self.clip)
         self.opt.step()
         return loss.detach()
 

@@ -48,20 +48,6 @@ class TextLearner(Learner):
 
     # ---- training ----------------------------------------------------------------------
 
-    def train_step(self, x, y) -> torch.Tensor:
-        """The core's step with the gradients' norm clipped at ``clip`` (no host wait)."""
-        module = self._fit_module
-        with self.autocast(module):
-            out = self.forward(module, x)
-        loss = self.loss(out, y)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.clip:
-            nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad],
-                                     self.clip)
-        self.opt.step()
-        return loss.detach()
-
     def fine_tune(self, epochs: int = 4, lr: float | None = None, lm_epochs: int | None = None,
                   lm_lr: float = 5e-3) -> list[dict]:
         """The whole recipe. AWD-LSTM route: first a language model on the data's own texts

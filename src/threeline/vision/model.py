@@ -74,18 +74,6 @@ def make_head(in_features: int, n_classes: int, hidden: int = 512,
     )
 
 
-def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """Split parameters so weight decay skips norms and biases (1-d tensors)."""
-    decay, no_decay = [], []
-    for p in module.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
 def body_groups(body: Body, n_groups: int = 2) -> list[list[nn.Parameter]]:
     """The body's parameters in ``n_groups`` contiguous groups, from the input side up.
 
@@ -131,26 +119,3 @@ def layer_groups(body: Body, head: nn.Module) -> list[list[nn.Parameter]]:
         3
     """
     return [*body_groups(body), list(head.parameters())]
-
-
-def optimizer_groups(groups: list[list[nn.Parameter]], lrs: list[float],
-                     weight_decay: float) -> list[dict]:
-    """Two optimizer groups per trainable layer group (weight decay skips norms and biases).
-
-    Each dict carries ``layer_group`` (its index in ``groups``) and ``base_lr`` (its peak rate).
-
-    Example:
-        >>> lin = nn.Linear(3, 2)
-        >>> [g["weight_decay"] for g in optimizer_groups([list(lin.parameters())], [0.1], 0.01)]
-        [0.01, 0.0]
-    """
-    out = []
-    for index, (params, lr) in enumerate(zip(groups, lrs, strict=False)):
-        trainable = [p for p in params if p.requires_grad]
-        decay = [p for p in trainable if p.ndim > 1]
-        no_decay = [p for p in trainable if p.ndim <= 1]
-        for chunk, wd in ((decay, weight_decay), (no_decay, 0.0)):
-            if chunk:
-                out.append({"params": chunk, "weight_decay": wd, "lr": lr, "base_lr": lr,
-                            "layer_group": index})
-    return out
