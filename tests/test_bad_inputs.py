@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from threeline import ImageData, Learner
+from threeline.vision import batches
 from threeline.vision.images import BadImageError, load_image, probe_image
 
 # Files that must be read, and what each tests.
@@ -40,10 +41,14 @@ SKIPPED = {
     "notes.txt": "not an image file",
     "bomb.png": "too large",
     "gone.jpg": "broken link",
+    "truncated.jpg": "truncated",
+    "truncated.png": "truncated",
+    "header_only.jpg": "truncated",
 }
 IGNORED = [".DS_Store", "Thumbs.db", "._cat.jpg"]
-# Files whose header is fine but whose pixels are cut short: they fail only when decoded.
-TRUNCATED = ["truncated.jpg", "truncated.png"]
+# A complete-looking PNG (header and end fine) whose pixel data is scrambled: it fails only
+# when decoded.
+SCRAMBLED = ["scrambled.png"]
 
 
 def _photo(demo: Path, cls: str, i: int) -> Image.Image:
@@ -120,9 +125,20 @@ def make_corpus(root: Path, demo: Path) -> Path:
     (dogs / "gone.jpg").symlink_to(dogs / "deleted-long-ago.jpg")
     (dogs / "truncated.jpg").write_bytes(jpeg[: len(jpeg) * 2 // 5])
     (dogs / "truncated.png").write_bytes(png[: len(png) // 3])
+    (dogs / "header_only.jpg").write_bytes(jpeg[:_scan_start(jpeg)])
+    scrambled = bytearray(png)
+    scrambled[len(png) // 2:len(png) // 2 + 200] = bytes(200)
+    (dogs / "scrambled.png").write_bytes(bytes(scrambled))
     for name in IGNORED:
         (dogs / name).write_bytes(b"\x00\x05\x16\x07 metadata")
     return root
+
+
+def _scan_start(jpeg: bytes) -> int:
+    """Where a JPEG's pixel data begins (after its start-of-scan header): the header alone
+    is everything before."""
+    at = jpeg.index(b"\xff\xda")
+    return at + 2 + int.from_bytes(jpeg[at + 2:at + 4], "big")
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +149,7 @@ def corpus(tmp_path_factory, dogscats_demo) -> Path:
 def test_from_folder_skips_bad_files_with_one_summary_line(corpus, capsys):
     data = ImageData.from_folder(corpus, size=64)
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("Skipped 6 of "), err
+    assert len(err) == 1 and err[0].startswith(f"Skipped {len(SKIPPED)} of "), err
     assert "data.skipped" in err[0] and "max_pixels" in err[0]  # how to keep very large images
     reasons = {p.name: r for p, r in data.skipped.items()}
     assert sorted(reasons) == sorted(SKIPPED)
@@ -143,11 +159,13 @@ def test_from_folder_skips_bad_files_with_one_summary_line(corpus, capsys):
                    for p in data.train.files if "cats" in p.parts}
     assert set(GOOD) <= train_names
     dog_names = {p.name for p in data.train.files if "dogs" in p.parts}
-    assert set(TRUNCATED) <= dog_names and not set(IGNORED) & dog_names
-    assert (len(data.train), len(data.valid)) == (24 + len(GOOD) + len(TRUNCATED), 12)
+    assert set(SCRAMBLED) <= dog_names and not set(IGNORED) & dog_names
+    assert not set(SKIPPED) & dog_names  # truncated files and headers alone never train
+    assert (len(data.train), len(data.valid)) == (24 + len(GOOD) + len(SCRAMBLED), 12)
     text = repr(data)
-    assert "image sizes (width x height): min 200x120, median 200x200, max 4000x3000" in text
-    assert "skipped 6 files" in text
+    assert ("image sizes (width x height): smallest 200x120, median 200x200, largest 4000x3000"
+            in text)
+    assert f"skipped {len(SKIPPED)} files" in text
 
 
 def test_odd_formats_decode_upright_and_faithful(corpus, dogscats_demo):
@@ -211,12 +229,14 @@ def test_training_never_crashes_on_files_that_fail_to_decode(corpus, capsys):
     learn.checkpoint_dir = False
     learn.fit(0.01, 1)  # decodes every file once (cached activations)
     err = capsys.readouterr().err
-    for name in TRUNCATED:
-        assert f"Could not decode {corpus / 'train' / 'dogs' / name}" in err
-        assert "truncated" in data.skipped[corpus / "train" / "dogs" / name]
+    for name in SCRAMBLED:
+        path = corpus / "train" / "dogs" / name
+        assert f"Could not decode {path}" in err and "corrupt" in data.skipped[path]
     learn.unfreeze()
-    rows = learn.fit(1e-4, 1)  # the whole network on decoded images
+    rows = learn.fit(1e-4, 1)  # the whole network on images decoded once
     assert len(learn.history) == 2 and math.isfinite(rows[0]["valid_loss"])
+    for name in SCRAMBLED:  # left out of the split the decode-once cache was made from
+        assert corpus / "train" / "dogs" / name not in data.train.files
 
 
 def make_small(root: Path, demo: Path, classes=("cats", "dogs"), n: int = 3) -> Path:
@@ -267,17 +287,20 @@ def test_fail_fast_with_what_and_how_to_fix(tmp_path, dogscats_demo):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_decode_once_cache_lists_failures_in_skipped(corpus, capsys, workers):
+def test_decode_once_cache_leaves_out_failures(corpus, capsys, workers):
     """Training without precompute decodes into the in-memory cache (in a worker process with
-    workers=2: the 38 training files allow one): files that fail there are reported and listed
-    in data.skipped, as on the other paths."""
+    workers=2: the 37 training files allow one): files that fail there are reported, listed
+    in data.skipped and left out of the split, so no stand-in picture trains under a label."""
     data = ImageData.from_folder(corpus, size=64, batch_size=16, num_workers=workers)
     learn = Learner.pretrained("efficientnet_lite0", data, progress=False)
     learn.checkpoint_dir = False
     capsys.readouterr()
+    before = len(data.train)
     learn.fit(1e-4, 1)
     err = capsys.readouterr().err
-    for name in TRUNCATED:
+    for name in SCRAMBLED:
         path = corpus / "train" / "dogs" / name
         assert f"Could not decode {path}" in err
-        assert "truncated" in data.skipped[path]
+        assert "corrupt" in data.skipped[path] and path not in data.train.files
+    assert len(data.train) == before - len(SCRAMBLED) == len(data.train.labels)
+    assert len(learn._presized[batches.presize_key(learn, data.train.files)]) == len(data.train)

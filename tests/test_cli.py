@@ -32,7 +32,7 @@ def run_dir(tmp_path_factory, dogscats_demo) -> Path:
 
 
 def test_train_writes_the_run_folder(run_dir, capsys):
-    names = sorted(p.name for p in run_dir.iterdir())
+    names = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
     assert names == ["args.json", "checkpoints", "confusion_matrix.png", "history.csv",
                      "lr_find.png", "model.json", "model.safetensors"]
     with open(run_dir / "history.csv", newline="") as f:
@@ -60,7 +60,7 @@ def test_predict_table_csv_and_top_k(run_dir, dogscats_demo, tmp_path, capsys):
     assert main(["predict", str(run_dir), str(folder / "cats"), str(folder / "dogs"),
                  "--csv", "--top-k", "2", "--device", "cpu"]) == 0  # compared with the CPU below
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert len(rows) == 2 * 40 and set(rows[0]) == {"file", "label", "probability"}
+    assert len(rows) == 2 * 40 and set(rows[0]) == {"file", "label", "probability", "error"}
     first, second = rows[0], rows[1]
     assert first["file"] == second["file"] and first["label"] != second["label"]
     assert float(first["probability"]) >= float(second["probability"])
@@ -79,18 +79,24 @@ def test_predict_table_csv_and_top_k(run_dir, dogscats_demo, tmp_path, capsys):
     assert main(["predict", str(run_dir), str(photo), str(tmp_path / "broken.jpg"),
                  str(tmp_path / "notes.txt")]) == 0
     out, err = capsys.readouterr()
-    assert out.splitlines()[0].split() == ["file", "label", "probability"]
-    assert out.splitlines()[1].startswith(str(photo)) and len(out.splitlines()) == 2
-    assert "Skipped 2 of 3" in err and "broken.jpg" in err
+    lines = out.splitlines()
+    assert lines[0].split() == ["file", "label", "probability"] and len(lines) == 4
+    assert lines[1].startswith(str(photo)) and lines[1].split()[1] in ("cats", "dogs")
+    assert lines[2].startswith(str(tmp_path / "broken.jpg"))
+    assert lines[3].startswith(str(tmp_path / "notes.txt"))
+    assert all("-      -            failed: not a readable image" in x for x in lines[2:])
+    assert "2 of 3 files could not be predicted" in err
 
     assert main(["predict", str(run_dir), str(photo), "-o", str(tmp_path / "p.csv")]) == 0
-    assert (tmp_path / "p.csv").read_text().startswith("file,label,probability\n")
+    assert (tmp_path / "p.csv").read_text().startswith("file,label,probability,error\n")
 
 
-def test_export_onnx_command(run_dir, dogscats_demo, capsys):
-    assert main(["export", str(run_dir), "--onnx"]) == 0
-    path = run_dir / "model.onnx"
-    assert str(path) in capsys.readouterr().out
+def test_export_onnx_command(run_dir, dogscats_demo, tmp_path, capsys):
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    assert main(["export", str(run_dir), "--onnx", str(folder)]) == 0  # a folder: model.onnx
+    path = folder / "model.onnx"
+    assert str(path) in capsys.readouterr().out and not (tmp_path / "exported.onnx").exists()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     learn = Learner.load(run_dir, device="cpu", progress=False)
     files = sorted((dogscats_demo / "valid" / "dogs").iterdir())[:3]
@@ -100,10 +106,12 @@ def test_export_onnx_command(run_dir, dogscats_demo, capsys):
 
 
 def test_lr_find_command(dogscats_demo, tmp_path, capsys):
-    assert main(["lr-find", str(dogscats_demo), *ARCH, "--out", str(tmp_path / "lr.png")]) == 0
+    assert main(["lr-find", str(dogscats_demo), *ARCH, "--out", str(tmp_path / "lr")]) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("suggested learning rate: "))
     assert 1e-7 < float(line.split(": ")[1]) < 10
+    assert f"plot: {tmp_path / 'lr.png'}" in out  # the file written, named as written
+    assert f"use it: threeline train {dogscats_demo} --arch=efficientnet_lite0" in out
     with Image.open(tmp_path / "lr.png") as image:
         assert image.format == "PNG"
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from threeline import ImageData, Learner, __version__, demo_path
-from threeline.saving import ModelFileError, model_paths
+from threeline.saving import ModelFileError, file_sha256, model_paths
 
 
 def _valid_files(learn: Learner, n: int = 10) -> list:
@@ -84,10 +84,19 @@ def test_loading_a_crafted_file_never_runs_code(trained, tmp_path):
     pickle.loads(pickle.dumps(_Payload(tmp_path / "proof")))  # the payload works if unpickled
     assert (tmp_path / "proof").exists()
 
+    def matching_checksum() -> None:  # an attacker who writes both files
+        info = json.loads(meta.read_text())
+        info["sha256"] = file_sha256(weights)
+        meta.write_text(json.dumps(info))
+
     weights.write_bytes(pickle.dumps({"head.0.weight": _Payload(marker)}))
+    with pytest.raises(ModelFileError, match="does not match the checksum"):
+        Learner.load(tmp_path / "model", progress=False)
+    matching_checksum()
     with pytest.raises(ModelFileError, match=r"not a readable safetensors file.*never pickle"):
         Learner.load(tmp_path / "model", progress=False)
     torch.save({"head.0.weight": _Payload(marker)}, weights)  # a .pt zip file in disguise
+    matching_checksum()
     with pytest.raises(ModelFileError, match="never pickle"):
         Learner.load(tmp_path / "model", progress=False)
     assert not marker.exists()
@@ -141,7 +150,7 @@ def test_fit_saves_last_and_best_after_each_epoch(small_data, tmp_path):
     reloaded = Learner.load(tmp_path / "checkpoints" / "best", data=small_data, device="cpu",
                             progress=False)
     reloaded.precompute = True
-    assert reloaded.validate()[0] == pytest.approx(min(losses), rel=1e-4, abs=1e-6)
+    assert reloaded.validate()["valid_loss"] == pytest.approx(min(losses), rel=1e-4, abs=1e-6)
 
 
 def test_ctrl_c_goes_back_to_the_last_finished_epoch(small_data, tmp_path, capsys):

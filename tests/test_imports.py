@@ -18,9 +18,10 @@ def _loaded_after(code: str) -> set[str]:
 
 
 def test_import_threeline_loads_no_application_and_no_heavy_library():
-    loaded = _loaded_after("import threeline")
-    assert "threeline.learner" in loaded  # the check itself works
+    loaded = _loaded_after("import threeline\nthreeline.Learner")
+    assert "threeline.learner" in loaded and "torch" in loaded  # the check itself works
     assert not [name for name in HEAVY if name in loaded]
+    assert "torch" not in _loaded_after("import threeline")  # the command line parses first
 
 
 def test_an_application_loads_when_first_used():

@@ -5,22 +5,26 @@
     learn = Learner.pretrained("efficientnet_lite2", data, precompute=True)
     learn.fit(0.01, 3)
 
-The core (``Learner``, losses, callbacks, saving) is imported here; each application
-(``threeline.vision``, ``threeline.tabular``, ``threeline.text``, ``threeline.collab``) is
-imported when first used, so ``import threeline`` stays light.
+Every name here is imported when first used: the core (``Learner``, losses, callbacks, saving)
+with torch, each application (``threeline.vision``, ``threeline.tabular``, ``threeline.text``,
+``threeline.collab``) with its own dependencies; so ``import threeline`` stays light.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from threeline.learner import Learner
-from threeline.saving import cache_dir
+if TYPE_CHECKING:
+    from threeline.learner import Learner
+    from threeline.saving import cache_dir
 
 __version__ = "0.2.0"
 
-# names that live in an application, imported on first use
+# names imported on first use: the command line parses its arguments before torch loads
 _LAZY = {
+    "Learner": "threeline.learner",
+    "cache_dir": "threeline.saving",
     "ImageData": "threeline.vision",
     "demo_path": "threeline.vision",
     "available_models": "threeline.vision",

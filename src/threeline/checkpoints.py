@@ -7,16 +7,24 @@ learner goes back to ``last``: the weights after the last finished epoch.
 The weights are copied to the CPU at the end of the epoch and written by a background thread
 while the next epoch trains; anything that reads them back waits for the write first.
 
+Going back is shielded from Ctrl-C (:func:`shielded`): pressing it again while the weights are
+read back is noted and ignored, so the learner never holds half of ``last``.
+
 Unless a folder is given, checkpoints go to ``<cache>/checkpoints/<time>-<name>-<pid>`` (see
 :func:`threeline.cache_dir`); only the :data:`KEEP` most recent of those folders are kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -106,18 +114,48 @@ class Checkpoints:
                 return "Interrupted before any epoch finished: the weights are partly trained."
             return (f"Interrupted: the model holds the weights of a partly trained epoch "
                     f"{finished + 1} (no checkpoints were saved).")
-        try:
-            self.wait()
-            learn.load_state_dict(saving.read_tensors(self.last))
-        except saving.ModelFileError as err:
-            return f"Interrupted, and the last checkpoint could not be read back: {err}"
+        with shielded("Ctrl-C: going back to the last finished epoch; one moment."):
+            try:
+                self.wait()
+                _, tensors = saving.read_model(self.last)  # checked against its SHA-256
+                learn.load_state_dict(tensors)
+            except saving.ModelFileError as err:
+                return f"Interrupted, and the last checkpoint could not be read back: {err}"
         where = f"Weights: {self.last}.safetensors"
         if self.best is not None and self.best_epoch is not None:
             where += f"; best (epoch {self.best_epoch}, valid_loss {self.best_loss:.4f}): " \
                      f"{self.best}.safetensors"
         return (f"Interrupted: went back to the weights after epoch {self.saved_epoch}, the last "
-                f"finished one; the learner is ready to use. {where} "
-                f"(reload with Learner.load).")
+                f"finished one; the learner is ready to use. {where}.")
+
+
+@contextlib.contextmanager
+def shielded(note: str = "Ctrl-C: finishing writing first; one moment.") -> Iterator[list[int]]:
+    """Hold off Ctrl-C inside the block: each press is counted (the list yielded) and the first
+    prints ``note``, instead of raising KeyboardInterrupt half-way through. Only the main
+    thread receives signals; elsewhere this does nothing.
+
+    Example:
+        >>> with shielded() as presses:
+        ...     pass
+        >>> presses
+        []
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield []
+        return
+    presses: list[int] = []
+
+    def hold(signum: int, frame) -> None:
+        presses.append(signum)
+        if len(presses) == 1:
+            print(note, file=sys.stderr, flush=True)
+
+    old = signal.signal(signal.SIGINT, hold)
+    try:
+        yield presses
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _write(snap: tuple, folder: Path, best: bool) -> None:

@@ -15,8 +15,8 @@ def main() -> float:
     """
     start = time.perf_counter()
     data = ImageData.from_folder(demo_path("dogscats"))
-    print(data)
     learn = Learner.pretrained("efficientnet_lite0", data, precompute=True)
+    print(data.summary(learn.preprocess.size))  # the size the backbone chose
     learn.fit(0.01, 3)
     accuracy = learn.validate()["accuracy"]
     print(f"valid accuracy {accuracy:.1%} on {len(data.valid)} images, "

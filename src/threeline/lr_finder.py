@@ -6,10 +6,16 @@ once the smoothed loss exceeds 4 x its best or is not a number. Afterwards the m
 BatchNorm statistics, gradients, trainable flags, train/eval modes), the learner's optimizer and
 the random number generators are exactly as before.
 
-The suggestion is the rate where the smoothed loss falls fastest against log(lr), looking only
-at the part of the curve before its minimum. Why this rule: there training makes the most progress
-per step while the loss is still reliably improving; the minimum itself sits at the edge of
-divergence (too high for a whole run), and "minimum / 10" depends on an arbitrary factor.
+The suggestion is ten times the rate where the smoothed loss falls fastest against log(lr)
+(before its minimum), and never more than the minimum's rate / 10. Why this rule: the steepest
+fall marks where training starts to make real progress, and ``fit`` runs one cycle that starts
+at a 25th of its peak and anneals to almost nothing, so its peak belongs about a decade above
+that point. Measured by ``benchmarks/lr_suggestion.py`` (heads on cached activations, three
+small real folders, efficientnet_lite0 and lite2; ``benchmarks/results/lr_suggestion-*.md``):
+this rule came within 0-0.65 points of the best fixed rate, where the steepest point itself
+lost up to 1.31 points (lite0) and 1.25 (lite2), and "minimum / 10" lost 31-48 points: the
+smoothed loss of a head still falls at a rate of 10, so its minimum says nothing about
+divergence there.
 
     result = learn.lr_find()
     result.suggestion, result.plot()
@@ -33,8 +39,10 @@ if TYPE_CHECKING:
     from threeline.learner import Learner
     from threeline.plots import PlotFigure
 
-RULE = ("steepest: the rate where the smoothed loss falls fastest against log(lr), before the "
-        "minimum; the loss improves most there while still well below the divergence point")
+RULE = ("steepest x 10: ten times the rate where the smoothed loss falls fastest against log(lr) "
+        "(before the minimum), at most the minimum's rate / 10; fit's one cycle starts at a "
+        "25th of its peak, so its peak belongs about a decade above the steepest fall")
+FACTOR = 10.0  # the suggestion over the steepest fall's rate (benchmarks/lr_suggestion.py)
 
 
 @dataclass
@@ -133,6 +141,23 @@ def lr_schedule(start_lr: float, end_lr: float, num_it: int, mode: str) -> list[
 
 
 def suggest(lrs: list[float], losses: list[float]) -> int:
+    """The index of the suggested rate: the rate tried nearest to :data:`FACTOR` times the
+    steepest fall's (:func:`steepest`), at most the minimum's rate / 10.
+
+    Example:
+        >>> lrs = [10 ** (k / 4) for k in range(-20, 5)]  # 1e-5 to 10, four a decade
+        >>> losses = [1.0] * 8 + [0.9, 0.6, 0.4, 0.35] + [0.3 - k / 100 for k in range(12)] + [5.0]
+        >>> steepest(lrs, losses), suggest(lrs, losses)
+        (9, 13)
+    """
+    y = np.asarray(losses, dtype=np.float64)
+    x = np.log(np.asarray(lrs, dtype=np.float64).clip(min=1e-30))
+    low = int(np.argmin(np.where(np.isfinite(y), y, np.inf)))
+    target = min(x[steepest(lrs, losses)] + math.log(FACTOR), x[low] - math.log(10))
+    return int(np.argmin(np.abs(x[:low + 1] - target)))
+
+
+def steepest(lrs: list[float], losses: list[float]) -> int:
     """The index of the steepest fall of ``losses`` against log(lrs), before their minimum.
 
     The slope at each step is a least-squares fit over a window of steps either side (an eighth
@@ -140,7 +165,7 @@ def suggest(lrs: list[float], losses: list[float]) -> int:
     average still rests on few batches, is skipped, so one noisy step cannot win.
 
     Example:
-        >>> suggest([1e-4, 1e-3, 1e-2, 1e-1, 1.0], [1.0, 0.95, 0.4, 0.3, 5.0])
+        >>> steepest([1e-4, 1e-3, 1e-2, 1e-1, 1.0], [1.0, 0.95, 0.4, 0.3, 5.0])
         2
     """
     y = np.asarray(losses, dtype=np.float64)

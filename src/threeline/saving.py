@@ -64,6 +64,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # as a plain open() would (some writers make 0600)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

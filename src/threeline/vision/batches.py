@@ -12,7 +12,9 @@ Every batch leaves here normalized, float32, (B, 3, S, S), in the learner's memo
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -46,9 +48,10 @@ def inference_batch_size(learn: Learner) -> int:
 def image_batches(learn: Learner, items: Sequence, labels: Sequence[int] | None,
                   shuffle: bool, transform=None, batch_size: int | None = None
                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Normalized float image batches (B, 3, S, S) in ``memory_format``, labels (B,), on the
-    device: from the decode-once cache when ``items`` is a split's file list and either that
-    cache exists or precompute is off; else decoded for this pass.
+    """Normalized float image batches (B, 3, S, S) in ``memory_format``, labels (B,) (or
+    multi-hot (B, L) for multi-label data), on the device: from the decode-once cache when
+    ``items`` is a split's file list and either that cache exists or precompute is off; else
+    decoded for this pass.
 
     Example:
         >>> from threeline import ImageData, Learner, demo_path
@@ -117,15 +120,30 @@ def presize_key(learn: Learner, items: Sequence) -> tuple:
 
 
 def presized_cache(learn: Learner, items: Sequence, labels: Sequence[int] | None) -> Presized:
-    """The decode-once uint8 cache of ``items`` (train or valid files), built on first use."""
+    """The decode-once uint8 cache of ``items`` (train or valid files), built on first use.
+
+    Beyond ``learn.presize_max_bytes`` (default: a quarter of the machine's memory) the pixels
+    are kept in a temporary file instead of memory (``presize.SpilledImages``).
+
+    Files that fail to decode are left out: of the cache, and of their split (``data.train``
+    or ``data.valid``, changed in place), so no gray picture trains or validates under a
+    label; ``data.skipped`` lists them.
+    """
     p, key = learn.preprocess, presize_key(learn, items)
     if key not in learn._presized:
-        learn._presized[key] = presize(items, labels, short=p.resize_to,
-                                       interpolation=p.interpolation,
-                                       num_workers=learn.data.num_workers,
-                                       progress=learn.progress, device=learn.device,
-                                       max_pixels=learn.data.max_pixels,
-                                       on_failure=learn.data.report_failure)
+        split = next((s for s in (learn.data.train, learn.data.valid) if s.files is items), None)
+        cache = presize(items, labels, short=p.resize_to, interpolation=p.interpolation,
+                        num_workers=learn.data.num_workers, progress=learn.progress,
+                        device=learn.device, max_pixels=learn.data.max_pixels,
+                        on_failure=learn.data.report_failure, drop_failed=split is not None,
+                        max_bytes=getattr(learn, "presize_max_bytes", None),
+                        spill_dir=learn.cache / "presized")
+        if cache.failed:
+            split.drop([Path(f) for f in cache.failed])  # ``items`` is split.files: now shorter
+            print(f"Left out {len(cache.failed)} file(s) that failed to decode; "
+                  f"{len(split)} remain in that split.", file=sys.stderr, flush=True)
+            key = presize_key(learn, items)
+        learn._presized[key] = cache
     return learn._presized[key]
 
 

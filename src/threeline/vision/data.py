@@ -2,11 +2,15 @@
 
 Layouts understood by :meth:`ImageData.from_folder`::
 
-    root/train/<class>/*.jpg  +  root/valid/<class>/*.jpg   (or root/val/)
+    root/train/<class>/*.jpg  +  root/valid/<class>/*.jpg
+    root/train/<class>/*.jpg  +  root/test/<class>/*.jpg      (test/ validates: no valid/)
     root/train/<class>/*.jpg                                  (valid split off by valid_pct)
     root/<class>/*.jpg                                        (valid split off by valid_pct)
 
-Images are found recursively inside each class folder. Nothing is copied or moved.
+Split folders are recognised whatever their case: train/training, valid/validation/val,
+test/testing (Kaggle's ``Training/`` + ``Testing/`` included). Images are found recursively
+inside each class folder. Nothing is copied or moved. Run folders that ``threeline train``
+writes (``--out`` inside the data) are never read as classes or images.
 """
 
 from __future__ import annotations
@@ -30,14 +34,20 @@ from threeline.vision.images import (
     IMAGE_EXTENSIONS,
     MAX_PIXELS,
     BadImageError,
+    check_complete,
     is_system_file,
     pixel_limit,
-    quick_header,
+    quick_probe,
     read_header,
     too_large_hint,
 )
 
+TRAIN_NAMES = ("train", "training")
 VALID_NAMES = ("valid", "val", "validation")
+TEST_NAMES = ("test", "testing")
+SPLIT_ROLES = {**dict.fromkeys(TRAIN_NAMES, "train"), **dict.fromkeys(VALID_NAMES, "valid"),
+               **dict.fromkeys(TEST_NAMES, "test")}
+RUN_MARKER = ".threeline-run"  # the file ``threeline train`` puts in every run folder
 
 
 def demo_path(name: str = "dogscats") -> Path:
@@ -58,15 +68,27 @@ def demo_path(name: str = "dogscats") -> Path:
 
 @dataclass
 class Split:
-    """The files of one split and their integer labels (indices into ``classes``)."""
+    """The files of one split and their labels: indices into ``classes``, or for multi-label
+    data one tuple of 0/1 per file (a multi-hot row, see :mod:`threeline.vision.labels`)."""
 
     files: list[Path]
-    labels: list[int]
+    labels: list[int]  # or list[tuple[int, ...]] when multi-label
 
     def __len__(self) -> int:
         return len(self.files)
 
+    def drop(self, paths: Sequence[Path]) -> None:
+        """Remove ``paths`` (and their labels) in place, e.g. files that failed to decode."""
+        gone = set(map(Path, paths))
+        kept = [(f, y) for f, y in zip(self.files, self.labels, strict=True) if f not in gone]
+        self.files[:] = [f for f, _ in kept]
+        self.labels[:] = [y for _, y in kept]
+
     def counts(self, classes: Sequence[str]) -> dict[str, int]:
+        """Images per class (multi-label: images carrying each label)."""
+        if self.labels and isinstance(self.labels[0], tuple):  # multi-hot rows
+            totals = np.asarray(self.labels, dtype=np.int64).sum(0)  # (L,)
+            return {name: int(totals[i]) for i, name in enumerate(classes)}
         counter = Counter(self.labels)
         return {name: counter.get(i, 0) for i, name in enumerate(classes)}
 
@@ -77,7 +99,9 @@ class ImageData:
 
     Build one with :meth:`from_folder`. ``size=None`` means "the backbone's default size" (see
     :class:`threeline.weights.BackboneSpec`).
-    ``skipped`` maps each file that is not a usable image to the reason, in a few words.
+    ``skipped`` maps each file that is not a usable image to the reason, in a few words;
+    ``notes`` holds what the folder scan found worth knowing (which folder validates, classes
+    without validation images, folders ignored...), one line each.
     """
 
     root: Path
@@ -90,6 +114,8 @@ class ImageData:
     skipped: dict[Path, str] = field(default_factory=dict)
     max_pixels: int | None = MAX_PIXELS
     image_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    multi_label: bool = False  # labels are multi-hot rows (from_csv / from_df with tags)
+    notes: list[str] = field(default_factory=list)
 
     @classmethod
     def from_folder(
@@ -101,13 +127,18 @@ class ImageData:
         batch_size: int = 64,
         num_workers: int | None = None,
         max_pixels: int | None = MAX_PIXELS,
+        verbose: bool = True,
     ) -> ImageData:
         """Read a folder of images, one sub-folder per class.
 
         Every file's header is checked (fast: nothing is decoded). Files that are not usable
         images (corrupt, empty, unreadable, too large, or not images at all) are skipped and
-        listed in ``data.skipped``, with one summary line printed. Hidden files and file-manager
-        litter such as ``.DS_Store`` and ``Thumbs.db`` are ignored silently.
+        listed in ``data.skipped``, with one summary line printed. A JPEG or PNG that does not
+        end as a complete file does is decoded once to make sure (truncated files and headers
+        alone are skipped). Hidden files and file-manager litter such as ``.DS_Store`` and
+        ``Thumbs.db`` are ignored silently. What else the scan noticed (the folder used for
+        validation, classes without validation images, class folders that hold only
+        sub-folders, run folders ignored) is printed, one line each, and kept in ``data.notes``.
 
         Args:
             path: the root folder (see the module docstring for the layouts understood).
@@ -118,6 +149,7 @@ class ImageData:
             num_workers: decoding processes; None picks from the number of CPU cores.
             max_pixels: images with more pixels are skipped, a guard against decompression
                 bombs (default 200 megapixels); None for no limit.
+            verbose: print the summary of skipped files and the notes (on stderr).
 
         Example:
             >>> data = ImageData.from_folder(demo_path(), size=224)
@@ -126,22 +158,27 @@ class ImageData:
         """
         root = Path(path).expanduser()
         _check_args(root, size, valid_pct, batch_size, num_workers, max_pixels)
-        train_dir = root / "train"
-        valid_dir = next((root / n for n in VALID_NAMES if (root / n).is_dir()), None)
+        train_dir, valid_dir, notes = _split_folders(root)
         scan = _Scanner(max_pixels)
-        if train_dir.is_dir() and valid_dir is not None:
-            classes = _class_names(train_dir)
+        if train_dir is not None and valid_dir is not None:
+            classes = _class_names(train_dir, notes)
             train = scan(train_dir, classes)
             valid = scan(valid_dir, classes, known_from=train_dir)
         else:
-            source = train_dir if train_dir.is_dir() else root
-            classes = _class_names(source)
+            source = train_dir or root
+            classes = _class_names(source, notes)
             train, valid = _split(scan(source, classes), valid_pct, seed)
         data = cls(root, classes, train, valid, size, batch_size, num_workers,
-                   skipped=scan.skipped, max_pixels=max_pixels, image_sizes=scan.size_stats())
+                   skipped=scan.skipped, max_pixels=max_pixels, image_sizes=scan.size_stats(),
+                   notes=notes)
         _check_nonempty(data)
-        if data.skipped:
-            print(skipped_summary(data.skipped, root, scan.seen), file=sys.stderr, flush=True)
+        notes += scan.notes() + _validation_gaps(data, valid_dir)
+        if verbose:
+            if data.skipped:
+                print(skipped_summary(data.skipped, root, scan.seen), file=sys.stderr)
+            for note in notes:
+                print(note, file=sys.stderr)
+            sys.stderr.flush()
         return data
 
     @classmethod
@@ -159,8 +196,22 @@ class ImageData:
         return cls(Path(), classes, Split([], []), Split([], []), size, batch_size, num_workers)
 
     def __repr__(self) -> str:
-        lines = [f"ImageData({self.root}): {len(self.classes)} classes, size={self.size}"]
-        width = max(len(c) for c in self.classes)
+        return self.summary()
+
+    def summary(self, size: int | None = None) -> str:
+        """The table of classes and images per split, image sizes, skipped files and notes;
+        ``size``: the size a learner resolved (when ``data.size`` is None).
+
+        Example:
+            >>> print(ImageData.from_folder(demo_path(), verbose=False).summary(224))
+            ... # doctest: +ELLIPSIS
+            ImageData(...): 2 classes, size 224
+            ...
+        """
+        size = size or self.size
+        shown_size = f"size {size}" if size else "size: the backbone's default"
+        lines = [f"ImageData({self.root}): {len(self.classes)} classes, {shown_size}"]
+        width = max(len("class"), len("total"), *(len(c) for c in self.classes))
         train, valid = self.train.counts(self.classes), self.valid.counts(self.classes)
         lines.append(f"  {'class':<{width}}  {'train':>7}  {'valid':>7}")
         shown = self.classes if len(self.classes) <= 20 else self.classes[:20]
@@ -175,6 +226,7 @@ class ImageData:
             reasons = Counter(r.split(" (")[0] for r in self.skipped.values())
             detail = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
             lines.append(f"  skipped {len(self.skipped)} files: {detail} (see .skipped)")
+        lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
     def split(self, name: str) -> Split:
@@ -230,9 +282,76 @@ class ImageData:
         """Note a file that failed to decode (once): add it to ``skipped``, print one line."""
         if Path(path) not in self.skipped:
             self.skipped[Path(path)] = reason
-            print(f"Could not decode {show_path(Path(path))}: {reason}. A gray image stood in "
-                  f"for it; remove or replace the file (listed in data.skipped).",
-                  file=sys.stderr, flush=True)
+            print(f"Could not decode {show_path(Path(path))}: {reason}. Remove or replace "
+                  f"the file.", file=sys.stderr, flush=True)
+
+    # ------------------------------------------------ labels from a table (vision/labels.py)
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike, csv_file: str | os.PathLike = "labels.csv",
+                 folder: str | os.PathLike | None = None, label_delim: str | None = None,
+                 fn_col: int | str = 0, label_col: int | str | Sequence[int | str] | None = None,
+                 suffix: str | None = None, valid_col: int | str | None = None,
+                 size: int | None = None, valid_pct: float = 0.2, seed: int = 42,
+                 batch_size: int = 64, num_workers: int | None = None,
+                 max_pixels: int | None = MAX_PIXELS, sep: str = ",") -> ImageData:
+        """Images in a folder, labelled by a CSV file: single- or multi-label.
+
+        The CSV names each image (with or without its extension) and gives its labels in one
+        of three shapes: one class a row; several tags a row split by ``label_delim``
+        (multi-label); or one 0/1 column per label (multi-label). Rows naming no image and
+        images with no row are counted, listed in ``data.skipped`` and reported in one line.
+
+        Args:
+            path: the data folder; ``csv_file`` and ``folder`` are relative to it.
+            csv_file: the labels file.
+            folder: the images' folder inside ``path`` (searched recursively); None: ``path``.
+            label_delim: the separator of several tags in one cell, e.g. ``" "``; None for one
+                class a row.
+            fn_col, label_col: the image-name column and the label column(s), by name or index;
+                ``label_col=None`` takes the only other column, or every other 0/1 column.
+            suffix: appended to every name (e.g. ``".jpg"``), when the names need it.
+            valid_col: a 0/1 (or true/false) column marking validation images; None splits off
+                ``valid_pct`` with ``seed`` (per class for single-label data).
+            size, valid_pct, seed, batch_size, num_workers, max_pixels: as
+                :meth:`from_folder`.
+            sep: the CSV's field separator.
+
+        Example:
+            >>> data = ImageData.from_csv("landcover", "labels.csv", folder="images",
+            ...                           label_delim=" ")  # doctest: +SKIP
+            >>> data.multi_label, data.classes  # doctest: +SKIP
+            (True, ['builtup', 'farmland', 'forest', 'meadow', 'water'])
+        """
+        from threeline.vision import labels
+
+        root = Path(path).expanduser()
+        table = root / csv_file
+        header, rows = labels.read_csv(table, sep)
+        return labels.image_data(cls, root, header, rows, table.name, folder, fn_col,
+                                 label_col, label_delim, suffix, valid_col, size, valid_pct,
+                                 seed, batch_size, num_workers, max_pixels)
+
+    @classmethod
+    def from_df(cls, frame, path: str | os.PathLike = ".", folder: str | os.PathLike | None = None,
+                label_delim: str | None = None, fn_col: int | str = 0,
+                label_col: int | str | Sequence[int | str] | None = None,
+                suffix: str | None = None, valid_col: int | str | None = None,
+                size: int | None = None, valid_pct: float = 0.2, seed: int = 42,
+                batch_size: int = 64, num_workers: int | None = None,
+                max_pixels: int | None = MAX_PIXELS) -> ImageData:
+        """:meth:`from_csv` with a pandas DataFrame instead of a file (same arguments).
+
+        Example:
+            >>> frame = pd.read_csv("landcover/labels.csv")  # doctest: +SKIP
+            >>> data = ImageData.from_df(frame, "landcover", "images", " ")  # doctest: +SKIP
+        """
+        from threeline.vision import labels
+
+        header, rows = labels.frame_rows(frame)
+        return labels.image_data(cls, Path(path).expanduser(), header, rows, "the DataFrame",
+                                 folder, fn_col, label_col, label_delim, suffix, valid_col, size,
+                                 valid_pct, seed, batch_size, num_workers, max_pixels)
 
 
 class ImageLoader(DataLoader):
@@ -379,7 +498,8 @@ def _check_args(root: Path, size, valid_pct, batch_size, num_workers, max_pixels
 
 def _subfolders(folder: Path) -> list[str]:
     try:
-        return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+                      and not holds_runs(p))
     except PermissionError as err:
         raise PermissionError(
             f"The folder {folder} cannot be read (permission denied). Give your user read "
@@ -387,8 +507,82 @@ def _subfolders(folder: Path) -> list[str]:
         ) from err
 
 
-def _class_names(folder: Path) -> list[str]:
+def is_run_folder(folder: Path) -> bool:
+    """True for a folder that ``threeline train`` wrote (``--out``): never read as data.
+
+    Example:
+        >>> is_run_folder(demo_path() / "train")
+        False
+    """
+    return ((folder / RUN_MARKER).exists() or (folder / "model.json").is_file()
+            or (folder / "checkpoints" / "last.json").is_file())
+
+
+def holds_runs(folder: Path) -> bool:
+    """A run folder, or a folder holding nothing but run folders (``runs/``)."""
+    if is_run_folder(folder):
+        return True
+    found = False
+    try:
+        for child in folder.iterdir():  # stops at the first photo of a class folder
+            if is_system_file(child):
+                continue
+            if not (child.is_dir() and is_run_folder(child)):
+                return False
+            found = True
+    except OSError:
+        return False
+    return found
+
+
+def _split_folders(root: Path) -> tuple[Path | None, Path | None, list[str]]:
+    """(train folder, validation folder, notes) from split folders named in any case.
+
+    Example:
+        >>> _split_folders(demo_path())[:2] == (demo_path() / "train", demo_path() / "valid")
+        True
+    """
+    roles: dict[str, list[Path]] = {}
+    for name in _subfolders(root):
+        role = SPLIT_ROLES.get(name.lower())
+        if role is not None and _looks_like_split(root / name):
+            roles.setdefault(role, []).append(root / name)
+    for role, found in roles.items():
+        if len(found) > 1:
+            raise ValueError(
+                f"{root} has {len(found)} folders for the {role} split: "
+                f"{', '.join(p.name + '/' for p in found)}. Keep one: merge or move the others.")
+    train, valid, test = (roles.get(r, [None])[0] for r in ("train", "valid", "test"))
+    if train is None:
+        if valid is not None or test is not None:
+            other = valid or test
+            raise ValueError(
+                f"{root} has a {other.name}/ folder of classes but no train/ (or training/) "
+                f"folder. Put the training images in {root / 'train'}/<class>/.")
+        return None, None, []
+    notes = []
+    if valid is None and test is not None:
+        valid = test
+        notes.append(f"No validation folder: {test.name}/ is used as the validation set.")
+    elif test is not None:
+        notes.append(f"{test.name}/ is not used: {train.name}/ trains and {valid.name}/ "
+                     f"validates (keep {test.name}/ for a final check).")
+    return train, valid, notes
+
+
+def _looks_like_split(folder: Path) -> bool:
+    """A split folder holds class folders; a class that happens to be called "test" holds
+    images of its own."""
+    try:
+        return not any(p.is_file() and not is_system_file(p) for p in folder.iterdir())
+    except OSError:
+        return True
+
+
+def _class_names(folder: Path, notes: list[str] | None = None) -> list[str]:
     classes = _subfolders(folder)
+    if notes is not None:
+        notes += _nested_class_notes(folder, classes)
     if not classes:
         raise ValueError(
             f"No class folders found in {folder}. Expected one sub-folder per class, e.g. "
@@ -402,6 +596,34 @@ def _class_names(folder: Path) -> list[str]:
     return classes
 
 
+def _nested_class_notes(folder: Path, classes: list[str]) -> list[str]:
+    """A note when class folders hold only sub-folders: perhaps the classes sit one level
+    deeper (e.g. a folder of split folders that were not recognised)."""
+    nested = []
+    for name in classes:
+        subs: list[str] | None = []
+        try:
+            for entry in (folder / name).iterdir():  # stops at the first file
+                if is_system_file(entry):
+                    continue
+                if not entry.is_dir():
+                    subs = None
+                    break
+                subs.append(entry.name)
+        except OSError:
+            continue
+        if subs:
+            nested.append((name, sorted(subs)))
+    if not nested:
+        return []
+    shown = "; ".join(f"{name}/ holds {', '.join(s + '/' for s in subs[:4])}"
+                      f"{' ...' if len(subs) > 4 else ''}" for name, subs in nested[:3])
+    more = f" and {len(nested) - 3} more" if len(nested) > 3 else ""
+    return [f"Class folders that hold only sub-folders, no images of their own: {shown}{more}. "
+            f"Each is read as one class with all its sub-folders' images; if the sub-folders "
+            f"are the classes, point at the folder that holds them instead."]
+
+
 class _Scanner:
     """Finds the image files of class folders, checking each header; collects what it skips."""
 
@@ -410,6 +632,14 @@ class _Scanner:
         self.skipped: dict[Path, str] = {}
         self.sizes: list[tuple[int, int]] = []
         self.seen = 0
+        self.runs: list[Path] = []  # run folders found inside class folders, not read
+
+    def notes(self) -> list[str]:
+        if not self.runs:
+            return []
+        shown = ", ".join(str(p) for p in self.runs[:3])
+        return [f"Ignored {len(self.runs)} run folder(s) inside the data ({shown}): what "
+                f"threeline train writes is never read as images."]
 
     def __call__(self, folder: Path, classes: list[str], known_from: Path | None = None) -> Split:
         unknown = [c for c in _subfolders(folder) if c not in classes]
@@ -420,6 +650,8 @@ class _Scanner:
             )
         candidates: list[tuple[Path, int]] = []
         for label, name in enumerate(classes):
+            if known_from is not None and not (folder / name).is_dir():
+                continue  # a class without a validation folder: see _validation_gaps
             candidates += [(path, label) for path in self._files(folder / name)]
         # One file after another: threads fought over the interpreter lock at every read and
         # were slower (Dogs vs Cats, 10,000 files in the page cache, 2 cores: 0.32-0.54 s in one
@@ -442,8 +674,10 @@ class _Scanner:
             self.skipped[Path(err.filename or class_dir)] = "folder cannot be read"
 
         for top, dirs, names in os.walk(class_dir, onerror=unreadable):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             folder = Path(top)
+            runs = [d for d in dirs if not d.startswith(".") and holds_runs(folder / d)]
+            self.runs += [folder / d for d in runs]
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in runs)
             for name in names:
                 path = folder / name
                 if is_system_file(path):
@@ -462,22 +696,30 @@ class _Scanner:
 
     def _probe(self, path: Path) -> tuple[int, int] | None:
         try:
-            return quick_header(path, self.max_pixels) or read_header(path, self.max_pixels)
+            size, complete = quick_probe(path, self.max_pixels)  # one open for most photos
+            size = size or read_header(path, self.max_pixels)
+            if not complete:  # no end marker: decode it once to be sure
+                check_complete(path, self.max_pixels)
+            return size
         except BadImageError as err:
             self.skipped[path] = err.reason
             return None
 
     def size_stats(self) -> dict[str, tuple[int, int]]:
-        """Smallest, median and largest width and height (each taken on its own)."""
+        """(width, height) of the smallest, the median and the largest image by pixel count:
+        sizes of real images, never a width of one with the height of another."""
         if not self.sizes:
             return {}
         sizes = np.asarray(self.sizes)  # (N, 2)
-        pick = {"min": np.min, "median": np.median, "max": np.max}
-        return {k: tuple(int(v) for v in f(sizes, axis=0)) for k, f in pick.items()}
+        order = np.argsort(sizes[:, 0] * sizes[:, 1], kind="stable")
+        picks = {"smallest": order[0], "median": order[(len(order) - 1) // 2],
+                 "largest": order[-1]}
+        return {k: (int(sizes[i, 0]), int(sizes[i, 1])) for k, i in picks.items()}
 
 
 def skipped_summary(skipped: dict[Path, str], root: Path, total: int | None = None,
-                    show: int = 3, where: str | None = "data.skipped") -> str:
+                    show: int = 3, where: str | None = "data.skipped",
+                    limit: str = "max_pixels") -> str:
     """One line: how many files were skipped, and the first few with their reasons.
 
     Example:
@@ -493,7 +735,7 @@ def skipped_summary(skipped: dict[Path, str], root: Path, total: int | None = No
     more = f"; and {n - show} more" if n > show else ""
     hint = ""
     if any(r.startswith("too large") for r in skipped.values()):
-        hint = " To keep very large images, pass a higher max_pixels."
+        hint = f" To keep very large images, pass a higher {limit}."
     listed = f" The full list with reasons is in {where}." if where else ""
     return f"Skipped {n}{out_of} {noun}: {shown}{more}.{listed}{hint}"
 
@@ -545,6 +787,32 @@ def _split(split: Split, valid_pct: float, seed: int) -> tuple[Split, Split]:
         return Split([split.files[i] for i in ids], [split.labels[i] for i in ids])
 
     return pick(~in_valid), pick(in_valid)
+
+
+def _validation_gaps(data: ImageData, valid_dir: Path | None) -> list[str]:
+    """A note naming the classes without validation images, why, and what the accuracy then
+    measures."""
+    counts = data.valid.counts(data.classes)
+    missing = [c for c, n in counts.items() if n == 0]
+    if not missing:
+        return []
+    train = data.train.counts(data.classes)
+
+    def why(name: str) -> str:
+        if valid_dir is None:
+            return f"{name} ({train[name]} image{'s' if train[name] != 1 else ''}, all kept " \
+                   f"for training)"
+        if not (valid_dir / name).is_dir():
+            return f"{name} ({valid_dir.name}/ has no {name}/ folder)"
+        return f"{name} ({valid_dir.name}/{name}/ holds no usable image)"
+
+    shown = ", ".join(why(c) for c in missing[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    covered = len(data.classes) - len(missing)
+    return [f"No validation images for {len(missing)} of {len(data.classes)} classes: "
+            f"{shown}{more}. The validation loss and accuracy measure the other {covered} "
+            f"class{'es' if covered != 1 else ''} only and say nothing about these; add "
+            f"validation images for them."]
 
 
 def _check_nonempty(data: ImageData) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from threeline.losses import BinaryCrossEntropy, CrossEntropy, Loss, from_description
 from threeline.saving import ModelFileError, json_safe
 from threeline.vision.model import Body, make_head
 from threeline.vision.transforms import Preprocess
@@ -114,12 +115,19 @@ def rebuild(info: dict, tensors: dict[str, torch.Tensor], data: ImageData | None
 
     check_fields(Path(source), info)
     pre, head_info, classes = info["preprocess"], info["head"], info["classes"]
+    loss = saved_loss(info, source)
+    multi = isinstance(loss, BinaryCrossEntropy)
     if data is None:
         data = ImageData.from_classes(classes, size=pre["size"])
+        data.multi_label = multi
     elif list(data.classes) != classes:
         raise ValueError(
             f"The data's classes {data.classes} differ from the model's {classes}. Pass data "
             f"with the same class folders, or none to only predict.")
+    elif bool(getattr(data, "multi_label", False)) != multi:
+        raise ValueError(
+            f"The model is {'multi' if multi else 'single'}-label but the data is not; pass "
+            f"data labelled the same way (ImageData.from_csv with or without label_delim).")
     network, _, _ = create_backbone(info["arch"], pretrained=False)
     body = Body(network)
     head = make_head(head_info["in_features"], len(classes), head_info["hidden"],
@@ -131,9 +139,28 @@ def rebuild(info: dict, tensors: dict[str, torch.Tensor], data: ImageData | None
     digest = info.get("sha256") or _tensor_digest(tensors)
     weights_id = f"{info.get('timm_name', info['arch'])}:saved:{digest[:16]}"
     learn = ImageLearner(body, head, data, preprocess, info["arch"], weights_id,
-                         as_device(device), progress=progress)
+                         as_device(device), progress=progress, loss=loss)
     learn.history = list(info.get("history") or [])
     return learn
+
+
+def saved_loss(info: dict, source: str = "the saved model") -> Loss:
+    """The loss object saved with a model (its thresholds included); CrossEntropy for files
+    written before losses were saved.
+
+    Example:
+        >>> loss = saved_loss({"loss": {"name": "binary_cross_entropy", "thresholds": [0.3, 0.4]}})
+        >>> type(loss).__name__, [round(t, 2) for t in loss.thresholds.tolist()]
+        ('BinaryCrossEntropy', [0.3, 0.4])
+    """
+    described = info.get("loss")
+    if described is None:
+        return CrossEntropy()
+    try:
+        return from_description(described)
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(f"{source} describes an unknown loss ({err}). Save the model "
+                             f"again with this version of threeline.") from err
 
 
 def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -146,22 +173,27 @@ def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 
 class _Exported(nn.Module):
-    """Pixels in [0, 1] (B, 3, S, S) -> probabilities (B, C)."""
+    """Pixels in [0, 1] (B, 3, S, S) -> probabilities (B, C): softmax over the classes, or
+    with ``multi_label`` an independent sigmoid per label."""
 
-    def __init__(self, body: nn.Module, head: nn.Module, mean, std):
+    def __init__(self, body: nn.Module, head: nn.Module, mean, std, multi_label: bool = False):
         super().__init__()
-        self.body, self.head = body, head
+        self.body, self.head, self.multi_label = body, head, multi_label
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         logits = self.head(self.body((pixels - self.mean) / self.std))
+        if self.multi_label:
+            return torch.sigmoid(logits)
         return torch.softmax(logits, dim=1)
 
 
 def export_onnx(learn: Learner, path: str | os.PathLike, opset: int = 17) -> Path:
     """Write an ONNX model: input ``pixels`` float32 (B, 3, S, S) RGB in [0, 1], output
-    ``probabilities`` (B, C). Class names and preprocessing are in its metadata.
+    ``probabilities`` (B, C): a softmax over the classes, or for multi-label models an
+    independent sigmoid per label (the thresholds are in the metadata's ``output`` note).
+    Class names and preprocessing are in its metadata.
 
     Prepare inputs like :class:`~threeline.transforms.Preprocess`: resize the shorter side to
     ``resize_to``, center-crop ``size`` x ``size``, divide by 255.
@@ -180,8 +212,9 @@ def export_onnx(learn: Learner, path: str | os.PathLike, opset: int = 17) -> Pat
         out = out.with_name(out.name + ".onnx")
     out.parent.mkdir(parents=True, exist_ok=True)
     p = learn.preprocess
+    multi = isinstance(learn.loss, BinaryCrossEntropy)
     module = _Exported(copy.deepcopy(learn.body).cpu().float(),
-                       copy.deepcopy(learn.head).cpu().float(), p.mean, p.std).eval()
+                       copy.deepcopy(learn.head).cpu().float(), p.mean, p.std, multi).eval()
     module.body.to(memory_format=torch.contiguous_format)
     example = torch.rand(1, 3, p.size, p.size)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -200,9 +233,18 @@ def export_onnx(learn: Learner, path: str | os.PathLike, opset: int = 17) -> Pat
     for key, value in {"threeline": json.dumps(meta), "classes": json.dumps(meta["classes"]),
                        "input": f"pixels: float32 (batch, 3, {p.size}, {p.size}), RGB in [0, 1]; "
                                 f"resize shorter side to {p.resize_to}, center-crop {p.size}",
-                       "output": "probabilities: float32 (batch, classes)"}.items():
+                       "output": _output_note(learn)}.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(model, str(tmp))
     os.replace(tmp, out)
     return out
+
+
+def _output_note(learn: Learner) -> str:
+    """What the ONNX output means, for its metadata."""
+    if not isinstance(learn.loss, BinaryCrossEntropy):
+        return "probabilities: float32 (batch, classes), softmax"
+    thresholds = [round(float(t), 4) for t in learn.loss.thresholds.reshape(-1)]
+    return (f"probabilities: float32 (batch, labels), an independent sigmoid per label; a "
+            f"label is present above its threshold: {json.dumps(thresholds)}")

@@ -7,6 +7,7 @@ import os
 import torch
 
 from threeline.devices import as_device
+from threeline.losses import BinaryCrossEntropy, CrossEntropy, Loss
 from threeline.vision import augment as augmentation
 from threeline.vision.data import ImageData
 from threeline.vision.learner import ImageLearner
@@ -20,8 +21,13 @@ def pretrained(arch: str | None = None, data: ImageData | None = None,
                weights: str | os.PathLike | None = None, seed: int = 0,
                cache_dir: str | os.PathLike | None = None, hidden: int = 512,
                dropout: float = 0.25, progress: bool = True,
-               augment: str | augmentation.Augment | None = None) -> ImageLearner:
+               augment: str | augmentation.Augment | None = None,
+               loss: Loss | None = None) -> ImageLearner:
     """An ImageNet-pretrained backbone with a new head for ``len(data.classes)`` classes.
+
+    Multi-label data (``data.multi_label``, e.g. from ``ImageData.from_csv(...,
+    label_delim=" ")``) gets :class:`~threeline.losses.BinaryCrossEntropy`: one independent
+    probability per label, F2 and accuracy at the threshold in the epoch table.
 
     Args:
         arch: a name from :func:`threeline.available_models` (works offline) or any timm
@@ -38,9 +44,11 @@ def pretrained(arch: str | None = None, data: ImageData | None = None,
         augment: None, ``"side_on"`` (photos), ``"top_down"`` (satellite, microscopy) or an
             :class:`threeline.augment.Augment`; training batches are augmented on the device.
             Needs ``precompute=False``.
+        loss: None picks ``CrossEntropy()``, or ``BinaryCrossEntropy()`` for multi-label data;
+            pass one to set e.g. ``label_smoothing`` or ``thresholds``.
 
     Example:
-        >>> from threeline import ImageData, demo_path
+        >>> from threeline import ImageData, Learner, demo_path
         >>> data = ImageData.from_folder(demo_path(), size=224)
         >>> learn = Learner.pretrained("efficientnet_lite0", data)
         >>> learn.classes
@@ -52,6 +60,7 @@ def pretrained(arch: str | None = None, data: ImageData | None = None,
             f"got {type(data).__name__}."
         )
     check_head(hidden, dropout)
+    loss = _loss_for(data, loss)
     arch = arch or DEFAULT_ARCH
     network, config, weights_id = create_backbone(arch, weights=weights)
     body = Body(network)
@@ -60,8 +69,20 @@ def pretrained(arch: str | None = None, data: ImageData | None = None,
         head = make_head(body.out_features, len(data.classes), hidden, dropout)
     device = as_device(device)
     learn = ImageLearner(body, head, data, Preprocess.from_config(config, data.size), arch,
-                weights_id, device, seed, cache_dir, progress)
+                weights_id, device, seed, cache_dir, progress, loss)
     learn.precompute = precompute
     if augment is not None:
         learn.augment = augment
     return learn
+
+
+def _loss_for(data: ImageData, loss: Loss | None) -> Loss:
+    """The loss that fits the data's labels: given, or picked from ``data.multi_label``."""
+    multi = bool(getattr(data, "multi_label", False))
+    if loss is None:
+        return BinaryCrossEntropy() if multi else CrossEntropy()
+    if multi != isinstance(loss, BinaryCrossEntropy):
+        kind = "multi-label (several tags per image)" if multi else "single-label"
+        fits = "BinaryCrossEntropy()" if multi else "CrossEntropy()"
+        raise ValueError(f"The data is {kind}, but loss={loss!r}; pass loss={fits} or none.")
+    return loss

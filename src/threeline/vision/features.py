@@ -53,7 +53,7 @@ def files_fingerprint(files: Sequence[Path]) -> list[tuple[str, int, int]]:
     return out
 
 
-def cache_key(backbone: dict, files: Sequence[Path], labels: Sequence[int]) -> str:
+def cache_key(backbone: dict, files: Sequence[Path], labels: Sequence) -> str:
     """A hex digest of the backbone description, the files' fingerprints and their labels.
 
     Example:
@@ -64,7 +64,8 @@ def cache_key(backbone: dict, files: Sequence[Path], labels: Sequence[int]) -> s
         "format": FORMAT_VERSION,
         "backbone": backbone,
         "files": files_fingerprint(files),
-        "labels": list(map(int, labels)),
+        "labels": [list(map(int, v)) if isinstance(v, (tuple, list)) else int(v)
+                   for v in labels],  # class indices, or multi-hot rows
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

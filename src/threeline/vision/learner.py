@@ -25,7 +25,7 @@ from PIL import Image
 from torch import nn
 
 from threeline.learner import Learner
-from threeline.losses import CrossEntropy
+from threeline.losses import BinaryCrossEntropy, CrossEntropy, Loss
 from threeline.optim import check_positive
 from threeline.saving import cache_dir
 from threeline.vision import augment as augmentation
@@ -58,9 +58,9 @@ class ImageLearner(Learner):
 
     def __init__(self, body: Body, head: nn.Module, data: ImageData, preprocess: Preprocess,
                  arch: str, weights_id: str, device: torch.device, seed: int = 0,
-                 cache: Path | None = None, progress: bool = True):
-        super().__init__(nn.Sequential(body, head), None, loss=CrossEntropy(), device=device,
-                         seed=seed, progress=progress)
+                 cache: Path | None = None, progress: bool = True, loss: Loss | None = None):
+        super().__init__(nn.Sequential(body, head), None, loss=loss or CrossEntropy(),
+                         device=device, seed=seed, progress=progress)
         self.data, self.preprocess = data, preprocess
         self.arch, self.weights_id = arch, weights_id
         self.name = arch
@@ -84,6 +84,12 @@ class ImageLearner(Learner):
     @property
     def classes(self) -> list[str]:
         return self.data.classes
+
+    @property
+    def multi_label(self) -> bool:
+        """True when each image may carry several labels (the loss is BinaryCrossEntropy):
+        :meth:`predict` and :meth:`tta` then return independent probabilities (N, L)."""
+        return isinstance(self.loss, BinaryCrossEntropy)
 
     @property
     def body(self) -> Body:
@@ -210,7 +216,8 @@ class ImageLearner(Learner):
                 "decoder": "nvjpeg" if decode.available(self.device) else "pillow"}
 
     def features(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cached activations of ``split``: (N, D) float32 and (N,) int64 labels, on the device.
+        """Cached activations of ``split``: (N, D) float32 and int64 labels, (N,) or multi-hot
+        (N, L), on the device.
 
         Computed once (and written to the cache folder); later calls and later runs read them.
         """
@@ -346,7 +353,8 @@ class ImageLearner(Learner):
 
     def tta(self, n: int = 4, items: Sequence | str | os.PathLike | Image.Image | None = None,
             seed: int = 0) -> np.ndarray:
-        """Log-probabilities (N, C) averaged over the plain view and ``n`` augmented copies.
+        """Log-probabilities (N, C) averaged over the plain view and ``n`` augmented copies;
+        for multi-label data, the averaged independent probabilities (N, L), like :meth:`predict`.
 
         Probabilities (not logits) are averaged, then logged, so the result reads like
         :meth:`predict`. When the augmentation flips, the first copy is the plain view's mirror
@@ -368,15 +376,23 @@ class ImageLearner(Learner):
         return tta_log_probs(self, n, items, seed)
 
     def _log_probs(self, items: Sequence) -> torch.Tensor:
-        """(N, C) log-probabilities of files or PIL images, in order, on the device."""
+        """(N, C) log-probabilities of files or PIL images, in order, on the device
+        (multi-label: (N, L) probabilities; see :meth:`_readable`)."""
         found = batches.image_batches(self, items, None, shuffle=False,
                                       batch_size=batches.inference_batch_size(self))
         logits, _ = self.get_preds(found, nn.Sequential(self.fast_body(), self.head))
-        return F.log_softmax(logits, dim=1)
+        return self._readable(logits)
+
+    def _readable(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits (N, C) -> what predict returns: log-probabilities, or for multi-label data
+        independent probabilities (sigmoid)."""
+        return self.loss.activation(logits) if self.multi_label else F.log_softmax(logits, 1)
 
     def predict(self,
                 items: Sequence | str | os.PathLike | Image.Image | None = None) -> np.ndarray:
-        """Log-probabilities (N, C) for the validation set, or for new images.
+        """Log-probabilities (N, C) for the validation set, or for new images. For multi-label
+        data: independent probabilities (N, L), one per label (a label is predicted where it
+        exceeds ``learn.loss.thresholds``; see :meth:`tune_thresholds`).
 
         Args:
             items: None for the validation set (in ``data.valid.files`` order); else a file, a
@@ -391,19 +407,54 @@ class ImageLearner(Learner):
         """
         if items is None:
             logits, _ = self.get_preds()
-            return F.log_softmax(logits, dim=1).cpu().numpy()
+            return self._readable(logits).cpu().numpy()
         return self._log_probs(expand_items(items)).cpu().numpy()
 
     def interpret(self, items: Sequence | str | os.PathLike | Image.Image | None = None,
                   labels: Sequence[int | str] | None = None) -> Interpretation:
         """An :class:`~threeline.interpret.Interpretation`: plots of right, wrong, unsure images.
 
+        For multi-label data a :class:`~threeline.vision.multilabel.MultiLabelInterpretation`:
+        per-label counts and metrics, the images with the most wrong labels, co-occurrence.
+
         Args:
             items: None for the validation set; else files, folders or PIL images.
             labels: their true classes (names or indices); None reads each file's folder name.
+                Multi-label: one list of label names (or a multi-hot row) per image.
 
         Example:
             >>> interp = learn.interpret()  # doctest: +SKIP
             >>> fig = interp.plot_top_losses(9, save="top_losses.png")  # doctest: +SKIP
         """
+        if self.multi_label:
+            from threeline.vision.multilabel import MultiLabelInterpretation
+
+            return MultiLabelInterpretation.from_learner(self, items, labels)
         return Interpretation.from_learner(self, items, labels)
+
+    # ------------------------------------------------ multi-label and heat maps (thin)
+
+    def tune_thresholds(self, beta: float | None = None, tta: bool = False) -> np.ndarray:
+        """Choose one threshold per label on the validation set, maximizing F-beta (samples),
+        and keep them in ``learn.loss`` (saved with the model; the table's metrics use them).
+        Multi-label only; see :func:`threeline.vision.multilabel.tune_learner_thresholds`.
+
+        Example:
+            >>> learn.tune_thresholds()  # doctest: +SKIP
+            array([0.31, 0.24, 0.2 , 0.18, 0.35], dtype=float32)
+        """
+        from threeline.vision.multilabel import tune_learner_thresholds
+
+        return tune_learner_thresholds(self, beta, tta)
+
+    def heatmap(self, images, label=None) -> np.ndarray:
+        """Grad-CAM heat maps (N, S, S) in [0, 1]: where the model looked for ``label`` (None:
+        each image's top class); see :func:`threeline.vision.heatmap.heatmap`.
+
+        Example:
+            >>> learn.heatmap(["chip.jpg"], label="water").shape  # doctest: +SKIP
+            (1, 224, 224)
+        """
+        from threeline.vision.heatmap import heatmap
+
+        return heatmap(self, images, label)

@@ -7,7 +7,11 @@ a panorama does not cost unbounded memory; an ordinary 4:3 or 3:2 photo keeps al
 nothing is ever squashed. Images of different shapes are padded into one batch tensor at batch
 time and carry their true ``(height, width)`` with them, so augmentation only samples real pixels.
 
-Memory: 3 x short x (up to max_ratio x short) bytes per image, e.g. about 0.2 MB at size 224.
+Memory: 3 x short x (up to max_ratio x short) bytes per image, e.g. 0.20-0.29 MB at size 224
+(short 256). Beyond ``max_bytes`` in all (default: a quarter of the machine's memory, see
+:func:`memory_budget`), the pixels go to an unlinked temporary file in the cache folder instead
+(:class:`SpilledImages`) and each batch is read back from it: resident memory stays bounded,
+and the operating system's page cache keeps the file fast while memory allows.
 
     cache = presize(files, labels, short=256)
     images, sizes, labels = cache.batch([0, 1, 2])  # (3, 3, H, W) uint8, (3, 2), (3,)
@@ -15,8 +19,11 @@ Memory: 3 x short x (up to max_ratio x short) bytes per image, e.g. about 0.2 MB
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -29,13 +36,70 @@ from threeline.vision.images import MAX_PIXELS, load_image
 from threeline.vision.transforms import Box, resize_box
 
 
+def memory_budget() -> int:
+    """The default ``max_bytes`` of a decode-once cache: a quarter of physical memory (2 GiB
+    where that cannot be read).
+
+    Example:
+        >>> memory_budget() > 0
+        True
+    """
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (AttributeError, OSError, ValueError):
+        return 2 << 30
+
+
+class SpilledImages:
+    """uint8 images (3, h, w) kept in a temporary file; ``images[i]`` reads one back.
+
+    The file is unlinked as soon as it is made (POSIX), so nothing is left behind, even after
+    ``kill -9``.
+
+    Example:
+        >>> spilled = SpilledImages(Path(tempfile.gettempdir()))
+        >>> spilled.append(torch.zeros(3, 4, 5, dtype=torch.uint8))
+        >>> spilled[0].shape, len(spilled)
+        (torch.Size([3, 4, 5]), 1)
+    """
+
+    def __init__(self, folder: Path, _file=None, _entries: list | None = None):
+        if _file is None:
+            folder.mkdir(parents=True, exist_ok=True)
+            _file = tempfile.TemporaryFile(dir=folder, prefix="presized-")  # noqa: SIM115
+        self._file = _file
+        self._entries: list[tuple[int, tuple[int, int, int]]] = _entries or []  # offset, shape
+        self._end = self._file.seek(0, os.SEEK_END)
+
+    def append(self, image: torch.Tensor) -> None:
+        data = image.cpu().contiguous().numpy().tobytes()
+        self._file.seek(self._end)
+        self._file.write(data)
+        self._entries.append((self._end, tuple(image.shape)))
+        self._end += len(data)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        offset, shape = self._entries[index]
+        self._file.flush()
+        data = os.pread(self._file.fileno(), shape[0] * shape[1] * shape[2], offset)
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(shape)
+
+    def select(self, keep: Sequence[int]) -> SpilledImages:
+        """The images at ``keep``, in that order (the same file)."""
+        return SpilledImages(Path(), self._file, [self._entries[i] for i in keep])
+
+
 @dataclass
 class Presized:
     """Decoded images (each uint8 (3, h, w), shorter side ``short``) and their labels."""
 
-    images: list[torch.Tensor]
+    images: list[torch.Tensor] | SpilledImages
     labels: torch.Tensor  # (N,) int64
     short: int
+    failed: list[str] = field(default_factory=list)  # files left out: they failed to decode
 
     def __len__(self) -> int:
         return len(self.images)
@@ -123,7 +187,9 @@ def presize(items: Sequence, labels: Sequence[int] | None, short: int, max_ratio
             interpolation: str = "bicubic", num_workers: int | None = None,
             progress: bool = False, device: torch.device | None = None,
             max_pixels: int | None = MAX_PIXELS,
-            on_failure: Callable[[str, str], None] | None = None) -> Presized:
+            on_failure: Callable[[str, str], None] | None = None,
+            drop_failed: bool = False, max_bytes: int | None = None,
+            spill_dir: Path | None = None) -> Presized:
     """Decode ``items`` once into an in-memory :class:`Presized`: on a CUDA ``device``, ordinary
     JPEGs with nvjpeg (:mod:`threeline.decode`); otherwise in parallel worker processes.
 
@@ -131,9 +197,15 @@ def presize(items: Sequence, labels: Sequence[int] | None, short: int, max_ratio
     them all (counting every image at the widest shape kept), so that training batches need no
     copy from the host; otherwise they are kept in host memory.
 
-    A file that cannot be decoded becomes a gray stand-in, and ``on_failure(path, reason)`` is
-    called for it in this process (:meth:`threeline.ImageData.report_failure` lists it in
-    ``data.skipped``); without ``on_failure`` one line is printed.
+    ``on_failure(path, reason)`` is called in this process for a file that cannot be decoded
+    (:meth:`threeline.ImageData.report_failure` lists it in ``data.skipped``); without
+    ``on_failure`` one line is printed. With ``drop_failed`` such files are left out (their paths
+    in ``failed``), so no picture stands in for them under their label; else a gray stand-in
+    keeps the images in step with ``items``.
+
+    When the images may take more than ``max_bytes`` (default :func:`memory_budget`), counting
+    each at the widest shape kept, host images go to a temporary file in ``spill_dir``
+    (default: the cache folder) instead of memory.
 
     Example:
         >>> from threeline.vision.data import demo_path
@@ -143,13 +215,31 @@ def presize(items: Sequence, labels: Sequence[int] | None, short: int, max_ratio
     """
     transform = PresizeImage(short, max_ratio, interpolation)
     dataset = ReportingFiles(list(items), labels, transform, max_pixels)
-    report = on_failure or print_failure
-    images: list[torch.Tensor] = []
+    failed: list[str] = []
+
+    def report(path: str, reason: str) -> None:
+        failed.append(path)
+        (on_failure or print_failure)(path, reason)
+
+    bound = len(items) * 3 * transform.short * int(transform.max_ratio * transform.short)
+    spill = bound > (memory_budget() if max_bytes is None else max_bytes)
+    images: list[torch.Tensor] | SpilledImages = []
+    if spill:
+        from threeline.saving import cache_dir
+
+        images = SpilledImages(spill_dir or cache_dir() / "presized")
     with Progress(len(items), "decode images", unit="img", enabled=progress) as bar:
         for chunk in _decoded(dataset, transform, device, num_workers, report):
-            images += chunk
+            for image in chunk:
+                images.append(image)
             bar.update(len(chunk))
-    return Presized(images, torch.tensor(dataset.labels, dtype=torch.int64), int(short))
+    labels = torch.tensor(dataset.labels, dtype=torch.int64)
+    if drop_failed and failed:
+        gone = set(failed)
+        keep = [i for i, item in enumerate(dataset.files) if str(item) not in gone]
+        images = images.select(keep) if spill else [images[i] for i in keep]
+        labels = labels[keep]
+    return Presized(images, labels, int(short), failed if drop_failed else [])
 
 
 def _decoded(dataset: ReportingFiles, transform: PresizeImage, device: torch.device | None,

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 def tta_log_probs(learn: ImageLearner, n: int = 4,
                   items: Sequence | str | os.PathLike | Image.Image | None = None,
                   seed: int = 0) -> np.ndarray:
-    """Log of the probabilities averaged over the plain view and ``n`` augmented copies; see
+    """Log of the probabilities averaged over the plain view and ``n`` augmented copies (for
+    multi-label data the averaged probabilities themselves, (N, L)); see
     :meth:`ImageLearner.tta`."""
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a whole number of augmented copies >= 0, got {n!r}.")
@@ -56,5 +57,8 @@ def tta_log_probs(learn: ImageLearner, n: int = 4,
             with learn.autocast():
                 logits = learn.head(learn.fast_body()(batches.model_input(learn, images)))
             probs[start:start + len(index)] += learn.loss.activation(logits)
-    return torch.log(probs / (n + 1)).cpu().numpy()  # one copy: the host never waits
+    probs /= n + 1
+    if learn.multi_label:  # independent probabilities, as predict returns them
+        return probs.cpu().numpy()
+    return torch.log(probs).cpu().numpy()  # one copy: the host never waits
 
