@@ -113,8 +113,8 @@ class DecodeBatches:
         with ThreadPoolExecutor(self.threads, thread_name_prefix="fallback") as pool:
             for start in range(0, len(self.files), batch_size):
                 # read here, one file after another: threads reading small files fought over the
-                # interpreter lock (8 threads read 8,416 files/s, one 58,415 on the H100 machine),
-                # and nvjpeg, which retakes that lock often, waited on them
+                # interpreter lock (see the README's "How it is fast"), and nvjpeg, which
+                # retakes that lock often, waited on them
                 stop = min(start + batch_size, len(self.files))
                 yield self._batch(pool, [(i, _read_suited(self.files[i], self.max_pixels))
                                          for i in range(start, stop)])

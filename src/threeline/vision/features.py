@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from threeline.progress import Progress
+from threeline.saving import atomic_write
 from threeline.vision import batches
 from threeline.vision.fold import folded
 
@@ -85,9 +86,8 @@ def save(folder: Path, key: str, tensors: dict[str, torch.Tensor]) -> Path:
     """Write atomically: a temporary file in the same folder, then a rename."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{key}.safetensors"
-    tmp = folder / f".{key}.{os.getpid()}.tmp"
-    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    tensors = {k: v.contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
     return path
 
 

@@ -1,9 +1,9 @@
 """BatchNorm folded into the convolution before it, for inference with a frozen network.
 
 In eval mode a BatchNorm is a per-channel scale and shift, so it can be merged into the weights
-and bias of the convolution that feeds it. The network then runs one kernel fewer per layer: on an
-H100 the BatchNorms of efficientnet_lite2 took a fifth of its forward time. Precompute runs its
-pass over the images with a folded copy; the learner's own network is never changed.
+and bias of the convolution that feeds it. The network then runs one kernel fewer per layer
+(measured in ``benchmarks/results/lesson1-*.md``). Precompute runs its pass over the images
+with a folded copy; the learner's own network is never changed.
 
     fast = folded(learn.body, example)   # a new module; learn.body is untouched
 

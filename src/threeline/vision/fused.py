@@ -5,8 +5,8 @@ A BatchNorm in eval mode (its running statistics kept, as the learner keeps them
 that shares every parameter with it, but runs each conv -> BatchNorm pair as a single conv whose
 weight and bias are computed from both on every call. Gradients still reach the conv's weight
 and the norm's scale and shift, so training the view trains the network; only the large
-per-pixel BatchNorm passes, forward and backward, are gone. On one H100 (efficientnet_lite2,
-260 px, bf16, batches of 64) they took 33 % of a training step's GPU time.
+per-pixel BatchNorm passes, forward and backward, are gone (their share of a training step's
+GPU time, and the speed-up, are in ``benchmarks/results/recipes-*.md``).
 
     view = fused(learn.body, example)   # learn.body is unchanged; view(x) == learn.body(x)
 

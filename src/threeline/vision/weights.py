@@ -15,7 +15,6 @@ unless the registry names one chosen by measurement (``BackboneSpec.size``).
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from threeline.saving import cache_dir
+from threeline.saving import atomic_write, cache_dir
 
 
 @dataclass(frozen=True)
@@ -144,9 +143,7 @@ def weights_file(spec: BackboneSpec, cache: Path | None = None) -> Path | None:
     model = timm.create_model(spec.timm_name, pretrained=False)
     converted = convert_state_dict(source, model)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".{os.getpid()}.tmp")
-    save_file(converted, str(tmp))
-    os.replace(tmp, out)
+    atomic_write(out, lambda tmp: save_file(converted, str(tmp)))
     return out
 
 
