@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from threeline import ImageData, Learner
+from threeline import ImageData, Learner, lr_finder
 from threeline.lr_finder import suggest
 from threeline.vision.model import make_head
 
@@ -47,20 +47,7 @@ def steepest(lrs: list[float], losses: list[float]) -> float:
 
 
 def _steepest_index(lrs: list[float], losses: list[float]) -> int:
-    y = np.asarray(losses, dtype=np.float64)
-    x = np.log(np.asarray(lrs, dtype=np.float64))
-    last = int(np.argmin(np.where(np.isfinite(y), y, np.inf)))
-    if last < 2:
-        return max(0, last)
-    k, skip = max(1, last // 8), min(last - 1, len(y) // 10)
-    best, best_slope = last, np.inf
-    for i in range(skip, last + 1):
-        a, b = max(skip, i - k), min(last, i + k)
-        if b > a and x[b] > x[a]:
-            slope = np.polyfit(x[a:b + 1], y[a:b + 1], 1)[0]
-            if slope < best_slope:
-                best, best_slope = i, slope
-    return best
+    return lr_finder.steepest(lrs, losses)
 
 
 def minimum_over(factor: float) -> Callable[[list[float], list[float]], float]:
