@@ -29,7 +29,7 @@ import torch
 from threeline import ImageData, Learner
 from threeline.vision import features
 from threeline.vision.batches import inference_batch_size, model_input
-from threeline.vision.data import Split
+from threeline.vision.scan import Split
 
 
 def subset(split: Split, n: int | None, seed: int = 0) -> Split:

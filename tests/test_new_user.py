@@ -310,8 +310,8 @@ def test_help_imports_no_torch():
 
 def test_cli_defaults_match_the_library():
     from threeline import cli
-    from threeline.vision.data import RUN_MARKER
     from threeline.vision.images import MAX_PIXELS
+    from threeline.vision.scan import RUN_MARKER
     from threeline.vision.weights import DEFAULT_ARCH, available_models
 
     assert (cli.MAX_PIXELS, cli.DEFAULT_ARCH, cli.RUN_MARKER) == (MAX_PIXELS, DEFAULT_ARCH,

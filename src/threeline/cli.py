@@ -454,7 +454,7 @@ def model_path(spec: str) -> str:
 
 def _learner(args: argparse.Namespace, out: Path | None = None):
     from threeline import ImageData, Learner
-    from threeline.vision.data import skipped_summary
+    from threeline.vision.scan import skipped_summary
 
     data = ImageData.from_folder(args.dir, size=args.size, valid_pct=args.valid_pct,
                                  seed=args.seed, batch_size=args.batch_size,

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from threeline.vision import decode
-from threeline.vision.data import ImageFiles
+from threeline.vision.files import ImageFiles
 from threeline.vision.presize import Presized, presize
 from threeline.vision.transforms import center_crop_box, normalize, to_device
 

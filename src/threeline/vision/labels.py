@@ -339,7 +339,8 @@ def image_data(cls: type[ImageData], root: Path, header: list[str], rows: list[l
                valid_pct: float = 0.2, seed: int = 42, batch_size: int = 64,
                num_workers: int | None = None, max_pixels: int | None = MAX_PIXELS) -> ImageData:
     """An :class:`ImageData` from a table's header and rows; see :meth:`ImageData.from_csv`."""
-    from threeline.vision.data import Split, _check_args
+    from threeline.vision.data import _check_args
+    from threeline.vision.scan import Split
 
     images = root / folder if folder is not None else root
     if not images.is_dir():
@@ -367,7 +368,7 @@ def image_data(cls: type[ImageData], root: Path, header: list[str], rows: list[l
     elif targets.multi_label:
         train, valid = _random_split(split, valid_pct, seed)
     else:
-        from threeline.vision.data import _split
+        from threeline.vision.scan import _split
         train, valid = _split(split, valid_pct, seed)
     data = cls(root, targets.classes, train, valid, size, batch_size, num_workers,
                skipped=skipped, max_pixels=max_pixels, image_sizes=_size_stats(sizes),
@@ -377,7 +378,7 @@ def image_data(cls: type[ImageData], root: Path, header: list[str], rows: list[l
     if report:
         print(report, file=sys.stderr, flush=True)
     if bad:
-        from threeline.vision.data import skipped_summary
+        from threeline.vision.scan import skipped_summary
         print(skipped_summary(bad, images, len(matched.files)), file=sys.stderr, flush=True)
     return data
 
@@ -409,7 +410,7 @@ def _valid_mask(kept: list[list[str]], matched: Matched, bad: dict[Path, str],
 
 
 def _pick(split, mask: np.ndarray):
-    from threeline.vision.data import Split
+    from threeline.vision.scan import Split
     ids = np.flatnonzero(mask)
     return Split([split.files[i] for i in ids], [split.labels[i] for i in ids])
 

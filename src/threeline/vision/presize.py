@@ -31,8 +31,9 @@ from torch.utils.data import DataLoader
 
 from threeline.progress import Progress
 from threeline.vision import decode
-from threeline.vision.data import ReportingFiles, default_workers, print_failure
+from threeline.vision.files import ReportingFiles, default_workers
 from threeline.vision.images import MAX_PIXELS, load_image
+from threeline.vision.scan import print_failure
 from threeline.vision.transforms import Box, resize_box
 
 
