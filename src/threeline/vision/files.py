@@ -22,6 +22,7 @@ class ImageLoader(DataLoader):
     Stops with an error when most images fail (a broken transform, not a few bad files).
 
     Example:
+        >>> from threeline.vision.data import ImageData, demo_path
         >>> from threeline.vision.transforms import Preprocess
         >>> data = ImageData.from_folder(demo_path(), num_workers=0)
         >>> images, labels = next(iter(data.loader(data.valid.files, data.valid.labels,
@@ -75,6 +76,7 @@ class ImageFiles(Dataset):
     on stderr, so one bad file never ends an epoch.
 
     Example:
+        >>> from threeline.vision.data import ImageData, demo_path
         >>> from threeline.vision.transforms import Preprocess
         >>> files = sorted((demo_path() / "train" / "cats").iterdir())[:2]
         >>> image, label = ImageFiles(files, [0, 0], Preprocess(size=64))[0]
@@ -114,6 +116,7 @@ class ReportingFiles(ImageFiles):
     worker processes: ``(image, label, failure)``.
 
     Example:
+        >>> from threeline.vision.data import ImageData, demo_path
         >>> from threeline.vision.transforms import Preprocess
         >>> files = sorted((demo_path() / "train" / "cats").iterdir())[:1]
         >>> image, label, failure = ReportingFiles(files, [0], Preprocess(size=64))[0]

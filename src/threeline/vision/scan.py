@@ -79,6 +79,7 @@ def is_run_folder(folder: Path) -> bool:
     """True for a folder that ``threeline train`` wrote (``--out``): never read as data.
 
     Example:
+        >>> from threeline.vision.data import demo_path
         >>> is_run_folder(demo_path() / "train")
         False
     """
@@ -107,6 +108,7 @@ def _split_folders(root: Path) -> tuple[Path | None, Path | None, list[str]]:
     """(train folder, validation folder, notes) from split folders named in any case.
 
     Example:
+        >>> from threeline.vision.data import demo_path
         >>> _split_folders(demo_path())[:2] == (demo_path() / "train", demo_path() / "valid")
         True
     """
