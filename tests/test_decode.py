@@ -113,7 +113,7 @@ def test_broken_jpegs_go_to_the_fallback(corpus):
     box = lambda w, h: center_crop_box(w, h, pillow.resize_to, 64)  # noqa: E731
     batches = decode.DecodeBatches(files, box, torch.device("cpu"), fallback)
     images = [image for chunk in batches(batch_size=64) for image in chunk]
-    assert sorted(called) == ["empty.jpg", "text.jpg", "truncated.jpg"]
+    assert sorted(called) == ["empty.jpg", "header_only.jpg", "text.jpg", "truncated.jpg"]
     assert all(image.shape == (3, 64, 64) for image in images)
 
 
