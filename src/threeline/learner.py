@@ -140,7 +140,7 @@ class Learner:
 
     def train_batches(self) -> Iterable:
         """One epoch of shuffled training batches on the device."""
-        seed = self.seed * 1_000_003 + len(self.history)
+        seed = self.seed * 1_000_003 + self.epoch
         return self._need_data().batches("train", self.device, True, seed)
 
     def valid_batches(self) -> Iterable:
@@ -241,7 +241,9 @@ class Learner:
         with torch.random.fork_rng(devices=devices):  # the caller's random state is untouched
             try:
                 _emit(callbacks, "on_fit_begin", self)
-                for _ in range(epochs):
+                first = len(self.history)
+                for i in range(epochs):
+                    self.epoch = first + i  # seeds the batch order and dropout of the epoch
                     rows.append(self._epoch(module, step, callbacks, validate))
             except CancelFit:
                 pass
@@ -258,7 +260,6 @@ class Learner:
     def _epoch(self, module: nn.Module, step: Callable, callbacks: list[Callback],
                validate: bool) -> dict:
         start = time.perf_counter()
-        self.epoch = len(self.history)
         torch.manual_seed(self.seed * 100_003 + self.epoch)  # dropout, repeatable
         _emit(callbacks, "on_epoch_begin", self)
         self.set_train_mode(module)

@@ -34,7 +34,8 @@ from threeline.serve.model import ModelHost, top_k
 from threeline.serve.overlay import overlay_png
 
 STATIC = Path(__file__).parent / "static"
-DRAIN_FACTOR = 8  # an oversized body is read and dropped up to this many times the limit
+DRAIN_FACTOR = 16  # an oversized body is read and dropped up to this many times the limit
+# (past that the connection is closed, and a client still sending may not see the answer)
 
 
 def create_app(run_folder: str | os.PathLike, device: str | None = None,

@@ -175,7 +175,7 @@ def train_batches(learn: Learner) -> Iterator[tuple[torch.Tensor, torch.Tensor]]
     """
     if not learn.precompute:  # images from the decode-once cache, augmented on the device
         cache = presized_cache(learn, learn.data.train.files, learn.data.train.labels)
-        generator = torch.Generator().manual_seed(learn.seed + len(learn.history))
+        generator = torch.Generator().manual_seed(learn.seed + learn.epoch)
         order = torch.randperm(len(cache), generator=generator).tolist()
         bs, size = learn.data.batch_size, learn.preprocess.size
         for start in range(0, len(order), bs):
@@ -190,7 +190,7 @@ def train_batches(learn: Learner) -> Iterator[tuple[torch.Tensor, torch.Tensor]]
             yield model_input(learn, images), to_device(cache.labels[index], learn.device)
         return
     x, y = learn.features("train")  # (N, D), (N,)
-    generator = torch.Generator(device=learn.device).manual_seed(learn.seed + len(learn.history))
+    generator = torch.Generator(device=learn.device).manual_seed(learn.seed + learn.epoch)
     order = torch.randperm(len(x), device=learn.device, generator=generator)
     bs = learn.data.batch_size
     for start in range(0, len(x) - bs + 1 if len(x) > bs else 1, bs):
