@@ -627,6 +627,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     check_device(args.device)
     model = model_path(args.model)
+    if _application(model) == "threeline.tabular":
+        return _predict_tables(model, args)
     files = _image_files(args.paths)
     good, failed = [], {}
     with pixel_limit(args.max_pixels):
@@ -711,6 +713,29 @@ def _png_path(path: Path, default_name: str) -> Path:
     if path.is_dir() or str(path).endswith(os.sep):
         return path / default_name
     return path if path.suffix.lower() == ".png" else path.with_name(path.name + ".png")
+
+
+def _application(model: str) -> str | None:
+    """The application that saved ``model`` (``"threeline.vision"``, ...); None when its
+    description cannot be read (the image path then says what is wrong, in its order)."""
+    from threeline.saving import ModelFileError, read_description
+
+    try:
+        return read_description(model).get("application")
+    except (ModelFileError, OSError):
+        return None
+
+
+def _predict_tables(model: str, args: argparse.Namespace) -> int:
+    """``threeline predict RUN new.csv [...]`` for a table model: one CSV of predictions each."""
+    from threeline.tabular.cli import predict_csv
+
+    if args.output is not None and len(args.paths) > 1:
+        raise ValueError("--output names one file, but several tables were given; leave it out "
+                         "to write <table>-predictions.csv beside each table.")
+    for table in args.paths:
+        print(f"predictions: {predict_csv(model, table, args.output, device=args.device)}")
+    return OK
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import shared_dataset
+from threeline.cli import main as cli_main
 from threeline.learner import Learner
 from threeline.saving import ModelFileError
 from threeline.tabular import TabularData, predict_csv, tabular_learner
@@ -103,6 +104,11 @@ def test_save_load_and_predict_csv(trained, adult, tmp_path):
     assert out.name == "new-predictions.csv" and len(written) == 200
     assert written["row"].tolist() == list(range(200))
     np.testing.assert_allclose(written["p_>50K"], learn.predict(new)["p_>50K"], rtol=1e-5)
+    with redirect_stdout(io.StringIO()) as printed:  # the same through the command line
+        code = cli_main(["predict", str(tmp_path / "run"), str(csv), "-o",
+                         str(tmp_path / "cli.csv"), "--device", "cpu"])
+    assert code == 0 and "cli.csv" in printed.getvalue()
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "cli.csv"), written)
     (tmp_path / "run" / "model.safetensors").write_bytes(b"damaged")
     with pytest.raises(ModelFileError):
         Learner.load(tmp_path / "run" / "model")
