@@ -15,7 +15,6 @@ The schedule, the epoch table and the checkpoints are callbacks themselves.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, TextIO
 
 import torch
@@ -100,17 +99,3 @@ class SaveCheckpoints(Callback):
         if interrupted:
             print(self.store.restore_last(learn), flush=True)
         self.store.wait()  # the last epoch's weights are on disk when fit returns
-
-
-class Timer(Callback):
-    """Records each epoch's wall seconds in ``seconds`` (used by benchmarks)."""
-
-    def __init__(self):
-        self.seconds: list[float] = []
-        self._start = 0.0
-
-    def on_epoch_begin(self, learn: Learner) -> None:
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, learn: Learner, row: dict) -> None:
-        self.seconds.append(time.perf_counter() - self._start)

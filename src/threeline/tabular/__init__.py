@@ -11,7 +11,8 @@ the boosted trees): ``pip install threeline[tabular]``.
 """
 
 from threeline.tabular.data import TabularData
-from threeline.tabular.learner import TabularLearner, rebuild, tabular_learner
+from threeline.tabular.factory import rebuild, tabular_learner
+from threeline.tabular.learner import TabularLearner
 
 __all__ = ["TabularData", "TabularLearner", "predict_csv", "rebuild", "tabular_learner"]
 
