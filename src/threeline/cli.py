@@ -23,7 +23,9 @@ import math
 import os
 import re
 import shlex
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -226,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --fine-tune: epochs of the head alone first (default 3)")
     train.add_argument("--out", type=Path, default=None,
                        help="run folder to write (default runs/<DIR name>-<date-time>)")
+    train.add_argument("--gpus", type=_number(int, 1), default=1,
+                       help="processes, one per GPU, started with torchrun (default 1; with "
+                            "--device cpu, CPU processes); the batch size is per process")
     train.set_defaults(run=cmd_train)
 
     predict = command("predict", "Predict the classes of images with a trained model.")
@@ -481,8 +486,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_cache()
     check_arch(args.arch, args.weights)
     out = args.out if args.out is not None else _default_out(args.dir)
+    rank = int(os.environ.get("RANK", "0")) if "WORLD_SIZE" in os.environ else None
+    if args.gpus > 1 and rank is None:  # start the processes; each runs this command
+        return _torchrun(args, out)
+    if rank:  # not the first process: train alongside it, write and print nothing
+        _silence_stdout()
+        with tempfile.TemporaryDirectory(prefix="threeline-rank") as private:
+            return _train(args, Path(private))
     with run_folder(out):
         return _train(args, out)
+
+
+def _torchrun(args: argparse.Namespace, out: Path) -> int:
+    """Run this ``train`` command in ``--gpus`` processes under torchrun (one run folder)."""
+    if args.device != "cpu":
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count < args.gpus:
+            raise ValueError(f"--gpus {args.gpus}: this machine has {count} CUDA GPU(s). Pass "
+                             f"--gpus {max(count, 1)}, or --device cpu for CPU processes.")
+    argv = list(args.argv)
+    for i, word in enumerate(argv):  # drop --gpus N / --gpus=N; name the run folder once
+        if word == "--gpus":
+            del argv[i:i + 2]
+            break
+        if word.startswith("--gpus="):
+            del argv[i]
+            break
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={args.gpus}", "-m", "threeline.cli", *argv, "--out", str(out)]
+    print(f"Starting {args.gpus} processes: {shlex.join(command)}", flush=True)
+    return subprocess.run(command).returncode
 
 
 def _train(args: argparse.Namespace, out: Path) -> int:

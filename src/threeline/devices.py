@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -13,7 +15,7 @@ def default_device() -> torch.device:
 def as_device(device: str | torch.device | None) -> torch.device:
     """A checked ``torch.device``; None picks CUDA when present."""
     if device is None:
-        return default_device()
+        return _local_gpu(default_device())
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError):
@@ -24,4 +26,12 @@ def as_device(device: str | torch.device | None) -> torch.device:
                          "(or this torch was built without CUDA); use device='cpu'.")
     if device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device={str(device)!r} is not supported; use 'cpu' or 'cuda'.")
+    return _local_gpu(device)
+
+
+def _local_gpu(device: torch.device) -> torch.device:
+    """Under torchrun (several processes), ``cuda`` means this process's GPU, ``LOCAL_RANK``."""
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ \
+            and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return device

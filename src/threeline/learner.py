@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from threeline import lr_finder, optim, saving, schedules
+from threeline import distributed, lr_finder, optim, saving, schedules
 from threeline.callbacks import Callback, CancelFit, SaveCheckpoints, ScheduleRates, ShowEpochs
 from threeline.checkpoints import Checkpoints
 from threeline.devices import as_device
@@ -79,7 +79,12 @@ class Learner:
         self.model, self.data, self.loss = model, data, loss
         self.metrics = list(metrics) if metrics is not None else loss.metrics()
         self.splitter, self.callbacks = splitter, list(callbacks)
-        self.device, self.seed, self.progress = as_device(device), seed, progress
+        self.world = distributed.from_environment()  # several processes under torchrun
+        self.device, self.seed = as_device(device), seed
+        distributed.join(self.world, self.device)
+        self.progress = progress and self.world.main  # only rank 0 prints
+        if self.world.size > 1 and hasattr(data, "for_process"):  # data that splits itself
+            self.data = data = data.for_process(self.world.rank, self.world.size)
         self.mixed_precision = mixed_precision
         self.history: list[dict] = []
         self.interrupted = False  # True when the latest fit ended with Ctrl-C
@@ -91,6 +96,7 @@ class Learner:
         self.model.to(self.device)
 
     name = "model"  # names checkpoint folders; applications set something more telling
+    shards_batches = False  # True: train_batches() yields only this process's share
 
     # ----------------------------------------------------------------- parameters
 
@@ -177,7 +183,7 @@ class Learner:
         loss on the device (no host wait)."""
         module = self._fit_module
         with self.autocast(module):
-            out = self.forward(module, x)
+            out = self.forward(self._step_module, x)  # DistributedDataParallel when several
         loss = self.loss(out, y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -221,7 +227,9 @@ class Learner:
         else:
             shape = schedules.get(schedule or "one_cycle")
         columns = ["epoch", "train_loss", "valid_loss", *[m.name for m in self.metrics], "time"]
-        standard = [ScheduleRates(shape), ShowEpochs(columns), SaveCheckpoints(self._checkpoints)]
+        standard = [ScheduleRates(shape)]
+        if self.world.main:  # one table, one set of checkpoints
+            standard += [ShowEpochs(columns), SaveCheckpoints(self._checkpoints)]
         return self.run_fit(lrs, epochs, wd, [*standard, *self.callbacks, *callbacks])
 
     def run_fit(self, lrs: list[float], epochs: int, wd: float, callbacks: list[Callback],
@@ -230,11 +238,14 @@ class Learner:
         callbacks (the schedule, the table and checkpoints are callbacks too)."""
         self.before_fit()
         module = self._fit_module = self.trainable()
-        graphed = self.cuda_graphs and self.device.type == "cuda" and self.graphable()
+        graphed = (self.cuda_graphs and self.device.type == "cuda" and self.graphable()
+                   and self.world.size == 1)
+        self._step_module = distributed.wrap(module, self.world, self.device)
         self.opt = optim.adamw(self.layer_groups(), lrs, wd, self.device, capturable=graphed)
         step = (GraphStep(module, self.loss, self.opt, lambda: self.autocast(module))
                 if graphed else self.train_step)
-        self.total_steps, self.step = self.steps_per_epoch() * epochs, 0
+        steps = distributed.share_count(self.steps_per_epoch(), self.world)
+        self.total_steps, self.step = steps * epochs, 0
         rows: list[dict] = []
         devices = [self.device] if self.device.type == "cuda" else []
         interrupted = False
@@ -260,11 +271,13 @@ class Learner:
     def _epoch(self, module: nn.Module, step: Callable, callbacks: list[Callback],
                validate: bool) -> dict:
         start = time.perf_counter()
-        torch.manual_seed(self.seed * 100_003 + self.epoch)  # dropout, repeatable
+        torch.manual_seed(self.seed * 100_003 + self.epoch + 7_919 * self.world.rank)  # dropout
         _emit(callbacks, "on_epoch_begin", self)
         self.set_train_mode(module)
-        losses = []
-        for x, y in self.train_batches():
+        losses, batches = [], self.train_batches()
+        if self.world.size > 1 and not (self.shards_batches or self._data_per_process):
+            batches = distributed.shard(batches, self.world, self.steps_per_epoch())
+        for x, y in batches:
             _emit(callbacks, "on_batch_begin", self)
             loss = step(x, y)
             losses.append(loss)
@@ -272,7 +285,8 @@ class Learner:
             self.step += 1
         if not validate:
             return {}
-        train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
+        train_loss = (float(distributed.mean(torch.stack(losses).mean(), self.world))
+                      if losses else float("nan"))
         row = {"epoch": self.epoch, "train_loss": train_loss, **self.validate(),
                "time": time.perf_counter() - start}
         self.history.append(row)
@@ -286,10 +300,14 @@ class Learner:
         module = self.trainable()
         module.eval()
         acc = Accumulator(self.metrics, self.device)
-        for x, y in self.valid_batches():
+        batches = self.valid_batches()
+        if not self._data_per_process:
+            batches = distributed.shard(batches, self.world)  # a share each
+        for x, y in batches:
             with self.autocast(module):
                 out = self.forward(module, x)
             acc.add(self.loss(out, y), y.numel(), out, y)
+        distributed.add_up([acc.sums, acc.counts], self.world)  # the whole set, once
         return acc.result()
 
     @torch.inference_mode()
@@ -371,7 +389,10 @@ class Learner:
         return (reuse or {}) | tensors, info
 
     def save(self, path: str | os.PathLike, **extra) -> Path:
-        """Save as ``path.safetensors`` + ``path.json`` (no pickle); returns the weights' path."""
+        """Save as ``path.safetensors`` + ``path.json`` (no pickle); returns the weights' path.
+        With several processes, only rank 0 writes (the others hold the same weights)."""
+        if not self.world.main:
+            return saving.model_paths(path)[0]
         return saving.write_model(path, *self.snapshot(**extra))
 
     @classmethod
@@ -421,6 +442,11 @@ class Learner:
     def language_model(cls, *args, **kwargs) -> Learner:
         """A language model: :func:`threeline.text.language_model`."""
         return _application("threeline.text").language_model(*args, **kwargs)
+
+    @property
+    def _data_per_process(self) -> bool:
+        """True when the data already holds only this process's part (``for_process``)."""
+        return hasattr(self.data, "for_process")
 
     def _need_data(self):
         if self.data is None:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from threeline import distributed
 from threeline.callbacks import Callback, CancelFit
 from threeline.optim import set_lr
 
@@ -201,7 +202,9 @@ class FindRate(Callback):
             set_lr(group, self.schedule[learn.step])
 
     def on_batch_end(self, learn: Learner, loss: torch.Tensor) -> None:
-        step, value = learn.step, float(loss)  # the finder must look at every loss
+        # the finder must look at every loss; with several processes, their mean (the same
+        # curve and the same suggestion in every process)
+        step, value = learn.step, float(distributed.mean(loss, learn.world))
         self.average = self.beta * self.average + (1 - self.beta) * value
         smooth = self.average / (1 - self.beta ** (step + 1))  # debiased
         self.lrs.append(self.schedule[step])
@@ -237,7 +240,8 @@ def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10.0, num_it
     try:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(learn.seed)  # dropout: the same curve whatever ran before
-            epochs = -(-num_it // max(1, learn.steps_per_epoch()))
+            per_epoch = distributed.share_count(learn.steps_per_epoch(), learn.world)
+            epochs = -(-num_it // max(1, per_epoch))
             learn.run_fit([schedule[0]] * len(learn.layer_groups()), epochs, wd, [finder],
                           validate=False)
     finally:

@@ -51,6 +51,21 @@ class StreamBatches:
                     f"batch_size or bptt, or more text.")
         self._rows: dict = {}
 
+    def for_process(self, rank: int, size: int) -> StreamBatches:
+        """The data of process ``rank`` of ``size`` (several GPUs): its own contiguous part of
+        each stream, so the model's state still flows from batch to batch; every part has the
+        same length, hence the same number of steps.
+
+        Example:
+            >>> StreamBatches(np.arange(100), np.arange(50), 2, 5).for_process(1, 2).ids["train"][:3]
+            tensor([50, 51, 52])
+        """
+        parts = {}
+        for split, ids in self.ids.items():
+            n = len(ids) // size
+            parts[split] = ids[rank * n:(rank + 1) * n].numpy()
+        return StreamBatches(parts["train"], parts["valid"], self.batch_size, self.bptt)
+
     def row_length(self, split: str) -> int:
         return len(self.ids[split]) // self.batch_size
 

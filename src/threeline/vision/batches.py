@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
+from threeline import distributed
 from threeline.vision import decode
 from threeline.vision.files import ImageFiles
 from threeline.vision.presize import Presized, presize
@@ -176,9 +177,13 @@ def train_batches(learn: Learner) -> Iterator[tuple[torch.Tensor, torch.Tensor]]
     if not learn.precompute:  # images from the decode-once cache, augmented on the device
         cache = presized_cache(learn, learn.data.train.files, learn.data.train.labels)
         generator = torch.Generator().manual_seed(learn.seed + learn.epoch)
-        order = torch.randperm(len(cache), generator=generator).tolist()
+        order = torch.randperm(len(cache), generator=generator).tolist()  # same in every process
+        if learn.world.rank:  # each process augments its own batches differently
+            seed = learn.seed + learn.epoch + 7_919 * learn.world.rank
+            generator = torch.Generator().manual_seed(seed)
         bs, size = learn.data.batch_size, learn.preprocess.size
-        for start in range(0, len(order), bs):
+        whole = len(order) if learn.world.size == 1 else len(order) - bs + 1  # several: full only
+        for start in distributed.share(range(0, whole, bs), learn.world):
             index = order[start:start + bs]
             if len(index) < 2 and start > 0:  # BatchNorm cannot train on a single image
                 break
@@ -193,6 +198,7 @@ def train_batches(learn: Learner) -> Iterator[tuple[torch.Tensor, torch.Tensor]]
     generator = torch.Generator(device=learn.device).manual_seed(learn.seed + learn.epoch)
     order = torch.randperm(len(x), device=learn.device, generator=generator)
     bs = learn.data.batch_size
-    for start in range(0, len(x) - bs + 1 if len(x) > bs else 1, bs):
+    for start in distributed.share(range(0, len(x) - bs + 1 if len(x) > bs else 1, bs),
+                                   learn.world):
         idx = order[start:start + bs]
         yield x[idx], y[idx]

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from threeline import distributed
 from threeline.learner import Learner
 from threeline.losses import BinaryCrossEntropy, CrossEntropy, Loss
 from threeline.optim import check_positive
@@ -237,9 +238,12 @@ class ImageLearner(Learner):
             return self._compiled
         return nn.Sequential(self.fast_body(), self.head)
 
+    shards_batches = True  # train_batches() takes this process's share itself
+
     def steps_per_epoch(self) -> int:
         n, bs = len(self.data.train), self.data.batch_size
-        return max(1, n // bs) if self.precompute and n > bs else max(1, -(-n // bs))
+        whole = self.precompute or self.world.size > 1  # full batches only
+        return max(1, n // bs) if whole and n > bs else max(1, -(-n // bs))
 
     def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return batches.train_batches(self)
@@ -274,7 +278,8 @@ class ImageLearner(Learner):
 
     def before_fit(self) -> None:
         if self.precompute:  # compute (or load) the cache before the clock starts
-            feature_cache.ensure(self, ["train", "valid"])
+            with distributed.main_first(self.world):  # rank 0 writes it, the others read it
+                feature_cache.ensure(self, ["train", "valid"])
 
     def static_state_prefixes(self) -> tuple[str, ...]:
         return ("body.",) if self.precompute else ()
