@@ -22,6 +22,8 @@ from threeline import ImageData, Learner
 from threeline.batches import TensorData
 from threeline.callbacks import Callback
 
+DEVICE = os.environ.get("JOB_DEVICE", "cpu")
+
 
 class FailOnRankOne(Callback):
     def on_epoch_begin(self, learn) -> None:
@@ -35,12 +37,12 @@ def other_application(mode: str, folder: Path) -> list[dict]:
         from threeline.tabular import TabularData
 
         learn = Learner.tabular(TabularData.from_csv(folder / "adult.csv", y="target"),
-                                device="cpu", progress=False)
+                                device=DEVICE, progress=False)
     elif mode == "collab":
         from threeline.collab.movielens import movielens_split
 
         learn = Learner.collab(movielens_split(folder, 1, batch_size=2048), n_factors=32,
-                               device="cpu", progress=False)
+                               device=DEVICE, progress=False)
     else:
         from threeline.text import TextData
 
@@ -49,7 +51,7 @@ def other_application(mode: str, folder: Path) -> list[dict]:
         text = TextData.from_file(part, level="char", valid_pct=0.13, lower=True,
                                   verbose=False)
         learn = Learner.language_model(text, arch="lstm", n_layers=1, hidden=128,
-                                       batch_size=16, bptt=64, device="cpu", progress=False)
+                                       batch_size=16, bptt=64, device=DEVICE, progress=False)
     learn.checkpoint_dir = False
     return learn.fit(1e-2 if mode != "collab" else 2e-2, 3)
 
@@ -63,7 +65,7 @@ def main(mode: str, folder: str, out: str) -> None:
         (out_dir / f"rank{rank}.json").write_text(json.dumps({"rows": rows}))
         return
     data = ImageData.from_folder(folder, batch_size=32)
-    learn = Learner.pretrained("efficientnet_lite0", data, precompute=True, device="cpu",
+    learn = Learner.pretrained("efficientnet_lite0", data, precompute=True, device=DEVICE,
                                progress=False)
     world, result = learn.world, {}
     if mode == "step":  # one step, global batch 64: 64 on one process, 32 on each of two
@@ -71,7 +73,7 @@ def main(mode: str, folder: str, out: str) -> None:
         xv, yv = learn.features("valid")
         tensors = TensorData((x[:64],), y[:64], (xv,), yv, batch_size=64 // world.size)
         torch.manual_seed(0)
-        linear = Learner(nn.Linear(x.shape[1], 2), tensors, device="cpu", progress=False)
+        linear = Learner(nn.Linear(x.shape[1], 2), tensors, device=DEVICE, progress=False)
         linear.checkpoint_dir = False
         linear.fit(0.01, 1)
         result = {"weight": linear.model.weight.flatten().tolist(),

@@ -287,3 +287,34 @@ def test_thresholds_are_tuned_per_label_on_arrays():
     assert ML.fbeta_samples(probs, targets, tuned) >= ML.fbeta_samples(probs, targets, 0.5)
     assert ML.fbeta_samples(probs, targets, tuned) == pytest.approx(1.0)
 
+
+
+# ----------------------------------------------------------------- the command line
+
+
+def test_cli_trains_from_a_csv_and_predicts_every_label_above_its_threshold(chips, tmp_path,
+                                                                           capsys):
+    from threeline.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", str(chips), "--csv", "labels.csv", "--arch", "efficientnet_lite0",
+                 "--device", "cpu", "--batch-size", "32", "--epochs", "3", "--out",
+                 str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "f2" in said and "Thresholds tuned on the validation set" in said
+    learn = Learner.load(out, device="cpu")
+    assert isinstance(learn.loss, BinaryCrossEntropy)
+    thresholds = ML.thresholds_of(learn)
+    assert not np.allclose(thresholds, 0.5)  # tuned, and saved with the model
+    assert (out / "label_confusion.png").stat().st_size > 0
+    tags = _csv_tags(chips)
+    photos = sorted((chips / "images").iterdir())[:6]
+    assert main(["predict", str(out), *map(str, photos), "--csv"]) == 0
+    rows = [line.split(",") for line in capsys.readouterr().out.splitlines()[1:]]
+    probs = learn.predict(photos)  # (6, L) independent probabilities
+    for photo, p in zip(photos, probs, strict=True):
+        printed = {r[1] for r in rows if r[0] == str(photo)}
+        above = {c for c, pc, t in zip(learn.classes, p, thresholds, strict=True) if pc > t}
+        assert printed == (above or {"(none)"})  # every label above its threshold, no other
+    hits = sum(len({r[1] for r in rows if r[0] == str(ph)} & tags[ph.stem]) for ph in photos)
+    assert hits >= 4  # the printed tags are mostly the chips' own

@@ -211,7 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
     train = command("train", "Train a classifier on a folder of images; write a run folder.")
-    train.add_argument("dir", metavar="DIR", help="folder of images, one sub-folder per class")
+    train.add_argument("dir", metavar="DIR", help="folder of images, one sub-folder per class "
+                                                  "(or any layout, with --csv)")
+    train.add_argument("--csv", type=Path, default=None,
+                       help="labels from a CSV (image name, then its label or its tags; or one "
+                            "0/1 column per label): several tags make a multi-label model whose "
+                            "thresholds are tuned on the validation set")
+    train.add_argument("--label-delim", default=None,
+                       help="with --csv: what separates tags (default: guessed, e.g. a space)")
     _data_options(train)
     train.add_argument("--epochs", type=_number(int, 1), default=3,
                        help="epochs (default 3; with --fine-tune, of the whole network)")
@@ -461,10 +468,15 @@ def _learner(args: argparse.Namespace, out: Path | None = None):
     from threeline import ImageData, Learner
     from threeline.vision.scan import skipped_summary
 
-    data = ImageData.from_folder(args.dir, size=args.size, valid_pct=args.valid_pct,
-                                 seed=args.seed, batch_size=args.batch_size,
-                                 num_workers=args.workers, max_pixels=args.max_pixels,
-                                 verbose=False)
+    options = dict(size=args.size, valid_pct=args.valid_pct, seed=args.seed,
+                   batch_size=args.batch_size, num_workers=args.workers,
+                   max_pixels=args.max_pixels)
+    if getattr(args, "csv", None) is not None:
+        from threeline.vision.labels import cli_data
+
+        data = cli_data(args.dir, args.csv, label_delim=args.label_delim or "auto", **options)
+    else:
+        data = ImageData.from_folder(args.dir, verbose=False, **options)
     learn = Learner.pretrained(args.arch, data, precompute=True, device=args.device,
                                seed=args.seed, weights=args.weights)
     print(cli_words(data.summary(learn.preprocess.size)), flush=True)  # notes included
@@ -553,6 +565,11 @@ def _train(args: argparse.Namespace, out: Path) -> int:
         else:
             learn.fit(lr, args.epochs)
         interrupted = learn.interrupted
+        if learn.multi_label and learn.history and not interrupted:
+            thresholds = learn.tune_thresholds()  # per label, on the validation set
+            print("Thresholds tuned on the validation set: " + ", ".join(
+                f"{c} {t:.2f}" for c, t in zip(learn.classes, thresholds, strict=True)),
+                flush=True)
     except KeyboardInterrupt:  # outside the loop's own handling (e.g. between two stages)
         interrupted = True
         if learn.history:
@@ -578,8 +595,12 @@ def _write_run(learn, out: Path, args: argparse.Namespace, settings: dict,
         _write_skipped(out / "skipped.csv", learn.data.skipped)
         written.append("skipped.csv")
     try:
-        learn.interpret().plot_confusion_matrix(save=out / "confusion_matrix.png")
-        written.append("confusion_matrix.png")
+        if learn.multi_label:  # per label: true/false positives and negatives
+            learn.interpret().plot_confusion_counts(save=out / "label_confusion.png")
+            written.append("label_confusion.png")
+        else:
+            learn.interpret().plot_confusion_matrix(save=out / "confusion_matrix.png")
+            written.append("confusion_matrix.png")
     except Exception as err:  # the model is saved; a missing plot is not worth failing the run
         print(f"threeline: could not draw the confusion matrix: {err}", file=sys.stderr)
     written += ["lr_find.png"] if args.lr_find else []
@@ -680,7 +701,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                          f"{_too_large_words(failed[first])}); nothing to predict.")
     learn = Learner.load(model, device=args.device, progress=False)
     learn.data.batch_size, learn.data.max_pixels = args.batch_size, args.max_pixels
-    probs = np.exp(learn.predict(good))  # (N, C)
+    raw = learn.predict(good)  # (N, C) log-probabilities; multi-label: (N, L) probabilities
+    probs = raw if learn.multi_label else np.exp(raw)
     for path in good:  # failed to decode after a good header
         if path in learn.data.skipped:
             failed[path] = learn.data.skipped[path]
@@ -691,16 +713,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
                          f"{shlex.quote(str(Path(model) / 'checkpoints' / 'last'))} FILES...")
     for path in nan:
         failed.setdefault(path, "the model gave no probability (NaN)")
-    by_file = dict(zip(good, probs, strict=True))
-    k = min(args.top_k, len(learn.classes))
+    from threeline.vision.multilabel import prediction_rows
+
+    by_file = dict(zip(good, raw, strict=True))
     rows = []
-    for path in files:
+    for path in files:  # single-label: the top k; multi-label: every label above its threshold
         if path in failed:
             rows.append((str(path), "", None, _too_large_words(failed[path])))
             continue
-        p = by_file[path]
-        rows += [(str(path), learn.classes[c], float(p[c]), "")
-                 for c in np.argsort(-p, kind="stable")[:k]]
+        rows += [(*row, "") for row in prediction_rows(learn, [path], by_file[path][None],
+                                                       args.top_k)]
     if failed:
         print(f"threeline: {len(failed)} of {len(files)} files could not be predicted (rows "
               f"with an error).", file=sys.stderr)
