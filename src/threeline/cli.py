@@ -47,6 +47,8 @@ EXAMPLES = {
   threeline predict runs/pets new_photos/ --top-k 2
   threeline lr-find photos/
   threeline export runs/pets --onnx
+  threeline ratings ml-100k/u.data --titles ml-100k/u.item --out runs/ml
+  threeline recommend runs/ml --user 196
 
 Exit codes: 0 done, 1 failed (one line says why), 2 wrong usage, 70 internal error (a bug),
 130 Ctrl-C. Each command has its own --help.""",
@@ -207,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help_, description=help_, parents=[common],
-                                   epilog=EXAMPLES[name],
+                                   epilog=EXAMPLES.get(name),
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
     train = command("train", "Train a classifier on a folder of images; write a run folder.")
@@ -272,7 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "the model)")
     export.set_defaults(run=cmd_export)
 
+    from threeline.collab.commands import add_commands as ratings_commands  # argparse only
     from threeline.serve.cli import add_arguments as serve_arguments  # argparse only
+
+    ratings_commands(command, _number, _device)
 
     serve = command("serve", "A web page and an HTTP API to try a trained model.")
     serve_arguments(serve)
@@ -685,6 +690,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = model_path(args.model)
     if _application(model) == "threeline.tabular":
         return _predict_tables(model, args)
+    if _application(model) == "threeline.collab":
+        from threeline.collab.commands import predict_pairs
+
+        return predict_pairs(model, args.paths, args.output, args.device)
     files = _image_files(args.paths)
     good, failed = [], {}
     with pixel_limit(args.max_pixels):

@@ -70,3 +70,40 @@ def test_errors_are_one_line(run, tmp_path):
         train_cli(tmp_path / "two.csv", tmp_path / "out")
     with pytest.raises(ValueError, match="No saved model at"):
         recommend_cli(folder, user=1)
+
+
+def test_threeline_command_trains_recommends_and_predicts(tmp_path):
+    import subprocess
+    import sys
+
+    ml = shared_dataset("ml-100k")
+    out = tmp_path / "run"
+
+    def threeline(*words: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "threeline.cli", *words],
+                              capture_output=True, text=True, timeout=600)
+
+    done = threeline("ratings", str(ml / "u1.base"), "--valid", str(ml / "u1.test"),
+                     "--titles", str(ml / "u.item"), "--epochs", "2", "--device", "cpu",
+                     "--out", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "valid RMSE 0.9" in done.stdout  # u1.test, after two epochs
+    top = threeline("recommend", str(out), "--user", "196", "-k", "5", "--csv",
+                    "--device", "cpu")
+    assert top.returncode == 0, top.stderr[-2000:]
+    table = pd.read_csv(__import__("io").StringIO(top.stdout))
+    rated = {int(r.split("\t")[1]) for r in (ml / "u1.base").read_text().splitlines()
+             if r.split("\t")[0] == "196"}
+    assert len(table) == 5 and not set(table["item"]) & rated  # unrated items only
+    assert table["title"].str.len().min() > 0
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("user,item\n196,242\n196,999999\n")
+    predicted = threeline("predict", str(out), str(pairs), "--device", "cpu")
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    rows = pd.read_csv(__import__("io").StringIO(predicted.stdout))
+    assert list(rows.columns) == ["user", "item", "predicted"]
+    assert rows["predicted"].between(0.5, 5.5).all()  # the unknown item: bias-only, no error
+    missing = threeline("recommend", str(out), "--user", "no-such-user", "--device", "cpu")
+    assert missing.returncode == 0  # an unknown user: the best items by bias, said in one line
+    assert missing.stderr.startswith("threeline: warning:") and missing.stderr.count("\n") == 1
+    assert "bias" in missing.stderr

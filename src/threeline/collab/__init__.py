@@ -5,9 +5,21 @@
     learn = collab_learner(data, n_factors=50, y_range=(0.5, 5.5))
     learn.fit(5e-3, 5)
     learn.recommend(user=196, k=10)
+
+The names load torch and pandas when first used, so the command line can parse its arguments
+(``threeline.collab.commands``) without them.
 """
 
-from threeline.collab.data import CollabData
-from threeline.collab.learner import CollabLearner, collab_learner, rebuild
+from __future__ import annotations
+
+import importlib
 
 __all__ = ["CollabData", "CollabLearner", "collab_learner", "rebuild"]
+_HOME = {"CollabData": "threeline.collab.data", "CollabLearner": "threeline.collab.learner",
+         "collab_learner": "threeline.collab.learner", "rebuild": "threeline.collab.learner"}
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
+    raise AttributeError(f"module 'threeline.collab' has no attribute {name!r}")
