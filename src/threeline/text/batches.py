@@ -57,7 +57,8 @@ class StreamBatches:
         same length, hence the same number of steps.
 
         Example:
-            >>> StreamBatches(np.arange(100), np.arange(50), 2, 5).for_process(1, 2).ids["train"][:3]
+            >>> part = StreamBatches(np.arange(100), np.arange(50), 2, 5).for_process(1, 2)
+            >>> part.ids["train"][:3]
             tensor([50, 51, 52])
         """
         parts = {}
