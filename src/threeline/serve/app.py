@@ -39,7 +39,8 @@ DRAIN_FACTOR = 16  # an oversized body is read and dropped up to this many times
 
 
 def create_app(run_folder: str | os.PathLike, device: str | None = None,
-               limits: Limits | None = None, warmup: bool = True) -> BodyLimit:
+               limits: Limits | None = None, warmup: bool = True,
+               threads: int | None = None) -> BodyLimit:
     """The ASGI app serving the model of ``run_folder``; the model loads in the background
     from startup on (``/health`` says when it is ready; ``/predict`` answers 503 until then).
 
@@ -48,11 +49,13 @@ def create_app(run_folder: str | os.PathLike, device: str | None = None,
         device: "cpu", "cuda", ...; None picks CUDA when present.
         limits: sizes, counts and batching (:class:`Limits`); None for the defaults.
         warmup: run one image through the model before answering ``ready``.
+        threads: CPU threads for the forward passes (``torch.set_num_threads`` in the model's
+            thread); None keeps torch's default, one per core.
     """
     limits = limits or Limits()
     if not isinstance(limits, Limits):
         raise TypeError(f"limits must be a threeline.serve.Limits, got {type(limits).__name__}.")
-    host = ModelHost(run_folder, device=device, warmup=warmup)
+    host = ModelHost(run_folder, device=device, warmup=warmup, threads=threads)
     api = Api(host, limits)
 
     @contextlib.asynccontextmanager

@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sys
 
 from threeline.serve.limits import MB, Limits
 
 
 def serve(run_folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
           device: str | None = None, limits: Limits | None = None, warmup: bool = True,
-          log_level: str = "warning", access_log: bool = False) -> None:
+          log_level: str = "warning", access_log: bool = False,
+          threads: int | None = None) -> None:
     """Serve the page and the API for the model of ``run_folder`` until Ctrl-C.
 
     Args:
@@ -29,7 +31,10 @@ def serve(run_folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
         warmup: run one image through the model before reporting ready.
         log_level: uvicorn's log level ("warning", "info", ...).
         access_log: log every request.
+        threads: CPU threads for the model's forward passes; None keeps torch's default (one
+            per core).
     """
+    passive_waits()
     try:
         import uvicorn
 
@@ -39,7 +44,7 @@ def serve(run_folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
                           f"({err.name} is missing): pip install 'threeline[serve]'.") from err
     if not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port must be a whole number from 0 to 65535, got {port!r}.")
-    app = create_app(run_folder, device=device, limits=limits, warmup=warmup)
+    app = create_app(run_folder, device=device, limits=limits, warmup=warmup, threads=threads)
     sock = _listen(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
@@ -48,6 +53,22 @@ def serve(run_folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
     config = uvicorn.Config(app, log_level=log_level, access_log=access_log,
                             timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def passive_waits() -> None:
+    """Let the model's idle OpenMP threads sleep instead of spinning, in this process.
+
+    By default an OpenMP thread that finishes its share of an operation spins, holding its
+    core, until the others finish. In the server the cores are shared with the HTTP loop and the
+    decoding threads, so a spinning thread takes the core that a preempted partner, or the
+    request that would fill the next batch, is waiting for. On a shared 2-core machine the
+    server then used two to three times the CPU per request and answered less than half as
+    many requests at 32 clients (``benchmarks/results/serve-cpu-2core-2026-12-03-night.md``).
+    Only possible before torch is imported (the OpenMP runtime reads ``OMP_WAIT_POLICY`` once,
+    when it loads); an explicit setting wins.
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -90,6 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"items waiting for the model before 503 (default {d.max_queue})")
     parser.add_argument("--top-k", type=int, default=d.top_k,
                         help=f"labels per item (default {d.top_k})")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for the model (default: torch's, one per core)")
     parser.add_argument("--no-warmup", action="store_true",
                         help="report ready without a first forward pass")
     parser.add_argument("--access-log", action="store_true", help="log every request")
@@ -102,5 +125,5 @@ def serve_from_args(args: argparse.Namespace) -> None:
                     max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                     max_queue=args.max_queue, top_k=args.top_k)
     serve(args.run_folder, host=args.host, port=args.port, device=args.device, limits=limits,
-          warmup=not args.no_warmup, access_log=args.access_log,
+          warmup=not args.no_warmup, access_log=args.access_log, threads=args.threads,
           log_level="info" if args.access_log else "warning")

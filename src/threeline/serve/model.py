@@ -88,11 +88,15 @@ class ModelHost:
     """
 
     def __init__(self, run_folder: str | os.PathLike, device: str | None = None,
-                 warmup: bool = True):
+                 warmup: bool = True, threads: int | None = None):
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or threads < 1):
+            raise ValueError(f"threads must be a whole number of at least 1 (or None for "
+                             f"torch's default), got {threads!r}.")
         self.folder, self.meta = model_files(run_folder)
         self.info = read_info(run_folder)
         self.device_name = device
-        self.warmup = warmup
+        self.warmup, self.threads = warmup, threads
         self.state, self.error = "loading", None
         self.learn: Any = None
         self.load_seconds: float | None = None
@@ -117,6 +121,10 @@ class ModelHost:
         try:
             from threeline import Learner
 
+            if self.threads is not None:
+                import torch
+
+                torch.set_num_threads(self.threads)
             kwargs = {"device": self.device_name} if self.device_name else {}
             learn = Learner.load(self.meta.with_suffix(""), **kwargs)
             data = getattr(learn, "data", None)
