@@ -18,6 +18,7 @@ processes' batches cheaply may take its share itself (:func:`share`) and say so 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -80,10 +81,20 @@ def join(world: World, device: torch.device) -> None:
                            f"several processes with torchrun (torchrun --nproc-per-node=N "
                            f"train.py), which sets both, or unset WORLD_SIZE.")
     torch.distributed.init_process_group(backend, rank=world.rank, world_size=world.size)
+    # leave the group before the interpreter tears down: left to the C++ destructors at exit,
+    # gloo's threads can abort the process ("terminate called without an active exception")
+    # after every file was written, and torchrun reports the whole run as failed
+    atexit.register(leave)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         # torchrun stops the other processes with SIGTERM when one fails or on Ctrl-C: end the
         # fit as Ctrl-C does (the last finished epoch's checkpoint is written out, not cut off)
         signal.signal(signal.SIGTERM, _interrupt)
+
+
+def leave() -> None:
+    """Leave the process group (nothing when none was joined)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _interrupt(signum: int, frame) -> None:
