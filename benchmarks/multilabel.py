@@ -147,7 +147,7 @@ def main(argv=None) -> None:
                 result = run_child(spec_json, work)
                 results.append(result)
                 print(summary_line(result, split), flush=True)
-    write_report(args, device, split, results, started)
+                write_report(args, device, split, results, started)  # kept if stopped later
 
 
 # ----------------------------------------------------------------- the children
