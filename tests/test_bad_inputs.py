@@ -304,3 +304,59 @@ def test_decode_once_cache_leaves_out_failures(corpus, capsys, workers):
         assert "corrupt" in data.skipped[path] and path not in data.train.files
     assert len(data.train) == before - len(SCRAMBLED) == len(data.train.labels)
     assert len(learn._presized[batches.presize_key(learn, data.train.files)]) == len(data.train)
+
+
+def _broken_mid_file(photo: Path, dest: Path) -> Path:
+    """A copy of a real JPEG whose pixel data breaks into junk markers halfway; it starts and
+    ends as a JPEG should, so the folder scan keeps it, and it fails only while decoding."""
+    jpeg = photo.read_bytes()
+    middle = len(jpeg) // 2
+    dest.write_bytes(jpeg[:middle] + b"\xff\xc8" * 50 + jpeg[middle + 100:])
+    return dest
+
+
+def test_precompute_leaves_out_files_that_fail_only_while_decoding(tmp_path, dogscats_demo,
+                                                                    capsys):
+    """Precompute, the head's training and validation leave such files out (no gray stand-in
+    row under their label); a second run reads which from the cache, decoding nothing."""
+    root = tmp_path / "data"
+    make_small(root / "train", dogscats_demo, n=6)
+    make_small(root / "valid", dogscats_demo, n=3)
+    broken = [_broken_mid_file(dogscats_demo / "train" / "dogs" / "dog.1025.jpg",
+                               root / "train" / "dogs" / "broken.jpg"),
+              _broken_mid_file(dogscats_demo / "train" / "cats" / "cat.1025.jpg",
+                               root / "valid" / "cats" / "broken.jpg")]
+
+    def run() -> tuple[ImageData, Learner, list[int]]:
+        data = ImageData.from_folder(root, size=64, batch_size=4, num_workers=0)
+        assert broken[0] in data.train.files and broken[1] in data.valid.files  # scan passes
+        learn = Learner.pretrained("efficientnet_lite0", data, precompute=True, progress=False,
+                                   cache_dir=tmp_path / "cache")
+        learn.checkpoint_dir = False
+        seen = [0]  # images through the backbone
+        learn.body.register_forward_hook(lambda m, args, out: seen.__setitem__(
+            0, seen[0] + args[0].shape[0]))
+        capsys.readouterr()
+        learn.fit(0.01, 1)  # precompute, then the head trains and validates
+        return data, learn, seen
+
+    data, learn, seen = run()
+    err = capsys.readouterr().err
+    assert seen[0] == 13 + 7
+    for path, split in zip(broken, (data.train, data.valid), strict=True):
+        assert f"Could not decode {path}" in err and "corrupt" in data.skipped[path]
+        assert path not in split.files
+    assert (len(data.train), len(data.valid)) == (12, 6) == (len(data.train.labels),
+                                                            len(data.valid.labels))
+    for name, split in (("train", data.train), ("valid", data.valid)):
+        x, y = learn.features(name)
+        assert x.shape == (len(split), learn.body.out_features) and y.tolist() == split.labels
+    assert len(learn.get_preds()[0]) == 6  # validation: no stand-in row either
+    first = learn.features("train")[0]
+    learn.unfreeze()
+    assert math.isfinite(learn.fit(1e-4, 1)[0]["valid_loss"])  # the whole network, on images
+
+    again, second, seen = run()  # the same files: the cache says which rows were left out
+    assert seen[0] == 0 and "Could not decode" in capsys.readouterr().err
+    assert set(broken) <= set(again.skipped) and (len(again.train), len(again.valid)) == (12, 6)
+    assert second.features("train")[0].equal(first)

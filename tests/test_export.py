@@ -154,7 +154,9 @@ def test_fit_saves_last_and_best_after_each_epoch(small_data, tmp_path):
 
 
 def test_ctrl_c_goes_back_to_the_last_finished_epoch(small_data, tmp_path, capsys):
-    learn = Learner.pretrained("efficientnet_lite0", small_data, precompute=True, progress=False)
+    # hidden=512: a head that takes several steps an epoch (a linear one is solved, one step)
+    learn = Learner.pretrained("efficientnet_lite0", small_data, precompute=True, progress=False,
+                               hidden=512)
     learn.checkpoint_dir = tmp_path / "ck"
     steps = learn.steps_per_epoch()
     total, mid_epoch = 3 * steps, {}

@@ -28,7 +28,7 @@ def test_set_lr_assigns_numbers_and_fills_tensors():
 def _learner(folder, cuda_graphs: bool, dropout: float) -> Learner:
     data = ImageData.from_folder(folder, size=128, batch_size=16)
     learn = Learner.pretrained("efficientnet_lite2", data, precompute=True, device="cuda",
-                               dropout=dropout, progress=False)
+                               dropout=dropout, progress=False, hidden=512)  # a stepped head
     learn.cuda_graphs = cuda_graphs
     learn.checkpoint_dir = False
     return learn

@@ -136,8 +136,8 @@ def test_errors_are_clear(dogscats_demo, trained):
     for dropout in (0.5, -0.1, "0.2"):
         with pytest.raises(ValueError, match=r"dropout must be at least 0 and below 0.5"):
             Learner.pretrained("efficientnet_lite0", data, dropout=dropout)
-    with pytest.raises(ValueError, match="hidden must be a positive whole number"):
-        Learner.pretrained("efficientnet_lite0", data, hidden=0)
+    with pytest.raises(ValueError, match="hidden must be a whole number >= 0"):
+        Learner.pretrained("efficientnet_lite0", data, hidden=-1)
 
 
 def test_progress_lines_not_bars_when_output_is_not_a_terminal(dogscats_demo, tmp_path):

@@ -244,7 +244,7 @@ class Learner:
         self.opt = optim.adamw(self.layer_groups(), lrs, wd, self.device, capturable=graphed)
         step = (GraphStep(module, self.loss, self.opt, lambda: self.autocast(module))
                 if graphed else self.train_step)
-        steps = distributed.share_count(self.steps_per_epoch(), self.world)
+        steps = self.steps_per_process()
         self.total_steps, self.step = steps * epochs, 0
         rows: list[dict] = []
         devices = [self.device] if self.device.type == "cuda" else []
@@ -264,6 +264,11 @@ class Learner:
                 self.interrupted = interrupted
                 _emit(callbacks, "on_fit_end", self, interrupted)
         return rows
+
+    def steps_per_process(self) -> int:
+        """Training steps this process takes in an epoch: its share of
+        :meth:`steps_per_epoch` (all of them in a world of one)."""
+        return distributed.share_count(self.steps_per_epoch(), self.world)
 
     def before_fit(self) -> None:
         """Called before the optimizer is made (the image learner fills its cache here)."""

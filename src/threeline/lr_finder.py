@@ -240,7 +240,7 @@ def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10.0, num_it
     try:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(learn.seed)  # dropout: the same curve whatever ran before
-            per_epoch = distributed.share_count(learn.steps_per_epoch(), learn.world)
+            per_epoch = learn.steps_per_process()
             epochs = -(-num_it // max(1, per_epoch))
             learn.run_fit([schedule[0]] * len(learn.layer_groups()), epochs, wd, [finder],
                           validate=False)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
+from torch import nn
 
 from threeline import distributed
 from threeline.vision import decode
@@ -28,6 +29,7 @@ from threeline.vision.transforms import center_crop_box, normalize, to_device
 
 if TYPE_CHECKING:
     from threeline.vision.learner import Learner
+    from threeline.vision.scan import Split
 
 
 def inference_batch_size(learn: Learner) -> int:
@@ -140,12 +142,17 @@ def presized_cache(learn: Learner, items: Sequence, labels: Sequence[int] | None
                         max_bytes=getattr(learn, "presize_max_bytes", None),
                         spill_dir=learn.cache / "presized")
         if cache.failed:
-            split.drop([Path(f) for f in cache.failed])  # ``items`` is split.files: now shorter
-            print(f"Left out {len(cache.failed)} file(s) that failed to decode; "
-                  f"{len(split)} remain in that split.", file=sys.stderr, flush=True)
+            leave_out(split, [Path(f) for f in cache.failed])  # ``items``: now shorter
             key = presize_key(learn, items)
         learn._presized[key] = cache
     return learn._presized[key]
+
+
+def leave_out(split: Split, paths: Sequence[Path]) -> None:
+    """Take files that failed to decode out of ``split`` (in place), with one line."""
+    split.drop(paths)
+    print(f"Left out {len(paths)} file(s) that failed to decode; {len(split)} remain in that "
+          f"split.", file=sys.stderr, flush=True)
 
 
 def model_input(learn: Learner, images: torch.Tensor) -> torch.Tensor:
@@ -194,11 +201,96 @@ def train_batches(learn: Learner) -> Iterator[tuple[torch.Tensor, torch.Tensor]]
                 images = learn.augment(to_device(padded, learn.device), sizes, size, generator)
             yield model_input(learn, images), to_device(cache.labels[index], learn.device)
         return
-    x, y = learn.features("train")  # (N, D), (N,)
+    x, y = learn.features("train", dtype=None)  # (N, D) bfloat16, (N,)
     generator = torch.Generator(device=learn.device).manual_seed(learn.seed + learn.epoch)
     order = torch.randperm(len(x), device=learn.device, generator=generator)
     bs = learn.data.batch_size
     for start in distributed.share(range(0, len(x) - bs + 1 if len(x) > bs else 1, bs),
                                    learn.world):
         idx = order[start:start + bs]
-        yield x[idx], y[idx]
+        yield x[idx].float(), y[idx]
+
+
+def feature_batches(learn: Learner, split: str, rows: int = 8192
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The cached activations of ``split`` in order, (rows, D) float32 at a time, and labels:
+    the validation pass of the head, without a float32 copy of the whole set."""
+    x, y = learn.features(split, dtype=None)  # (N, D) bfloat16, (N,)
+    for start in range(0, len(x), rows):
+        yield x[start:start + rows].float(), y[start:start + rows]
+
+
+def step_parts(learn: Learner, module: nn.Module, x) -> int:
+    """How many forward and backward passes a training step on the image batch ``x`` (B, 3,
+    S, S) takes: one, unless the activations its backward pass keeps would pass
+    ``learn.step_memory`` bytes; then the least number of parts (of two images at least) that
+    stay within it.
+
+    Only while no BatchNorm of the body trains (the default), on one process: then the parts'
+    gradients add up to the batch's. The head's BatchNorm normalizes each part by its own
+    statistics.
+    """
+    budget = learn.step_memory
+    if (budget is None or not isinstance(x, torch.Tensor) or x.dim() != 4 or len(x) < 4
+            or learn.world.size > 1 or any(norm.training for norm in learn._body_norms)):
+        return 1
+    if learn._step_bytes is None:  # measured once a fit
+        learn._step_bytes = saved_bytes_per_image(learn, module, x)
+    most = max(2, budget // max(1, learn._step_bytes))  # images a pass
+    return min(-(-len(x) // most), len(x) // 2)
+
+
+def saved_bytes_per_image(learn: Learner, module: nn.Module, x: torch.Tensor) -> int:
+    """Bytes that autograd keeps per image of ``x`` for ``module``'s backward pass: those of a
+    forward pass of two images less those of one (the weights' cancel out). Run in eval mode:
+    no dropout draws a number, no BatchNorm statistic moves.
+
+    Example:
+        >>> from threeline import ImageData, Learner, demo_path
+        >>> learn = Learner.pretrained("efficientnet_lite0",
+        ...     ImageData.from_folder(demo_path(), size=64), device="cpu", progress=False)
+        >>> learn.unfreeze()
+        >>> x = torch.zeros(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+        >>> saved_bytes_per_image(learn, learn.trainable(), x) > 64 * 64 * 3 * 4
+        True
+    """
+
+    def saved(images: torch.Tensor) -> int:
+        storages: dict[int, int] = {}
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            storage = tensor.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+            return tensor
+
+        with (torch.enable_grad(), learn.autocast(module),
+              torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor)):
+            learn.forward(module, images)
+        return sum(storages.values())
+
+    module.eval()
+    try:
+        return max(0, saved(x[:2]) - saved(x[:1]))
+    finally:
+        learn.set_train_mode(module)
+
+
+def accumulated_step(learn: Learner, x: torch.Tensor, y: torch.Tensor,
+                     parts: int) -> torch.Tensor:
+    """One optimizer step on the batch ``x`` (B, 3, S, S), ``y`` (B,) run as ``parts`` forward
+    and backward passes whose gradients add up (the loss averages over the batch, so each
+    part's counts by its share of the images); returns the batch's loss on the device.
+    Only one part's activations are held at a time."""
+    module = learn._fit_module
+    learn.opt.zero_grad(set_to_none=True)
+    total = torch.zeros((), device=learn.device)
+    for part_x, part_y in zip(x.tensor_split(parts), y.tensor_split(parts), strict=True):
+        with learn.autocast(module):
+            out = learn.forward(learn._step_module, part_x)
+        loss = learn.loss(out, part_y) * (len(part_x) / len(x))
+        loss.backward()
+        total += loss.detach()
+    if learn.clip:
+        nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], learn.clip)
+    learn.opt.step()
+    return total

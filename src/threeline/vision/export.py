@@ -53,7 +53,8 @@ def describe(learn: Learner, **extra: Any) -> dict:
         "preprocess": {"size": p.size, "resize_to": p.resize_to, "crop_pct": p.crop_pct,
                        "interpolation": p.interpolation, "mean": list(p.mean),
                        "std": list(p.std), "pixels": "RGB, 0-255 scaled to 0-1, then normalized"},
-        "head": {"in_features": learn.body.out_features, "hidden": linears[0].out_features,
+        "head": {"in_features": learn.body.out_features,
+                 "hidden": linears[0].out_features if len(linears) > 1 else 0,  # 0: linear
                  "dropout": dropouts[0].p if dropouts else 0.0, "n_classes": len(learn.classes)},
         "pool": "catavgmax",
         "pretrained_weights": learn.weights_id,

@@ -11,7 +11,7 @@ from threeline.losses import BinaryCrossEntropy, CrossEntropy, Loss
 from threeline.vision import augment as augmentation
 from threeline.vision.data import ImageData
 from threeline.vision.learner import ImageLearner
-from threeline.vision.model import Body, check_head, make_head
+from threeline.vision.model import Body, check_head, head_width, make_head
 from threeline.vision.transforms import Preprocess
 from threeline.vision.weights import DEFAULT_ARCH, create_backbone
 
@@ -19,7 +19,7 @@ from threeline.vision.weights import DEFAULT_ARCH, create_backbone
 def pretrained(arch: str | None = None, data: ImageData | None = None,
                precompute: bool = False, device: str | torch.device | None = None,
                weights: str | os.PathLike | None = None, seed: int = 0,
-               cache_dir: str | os.PathLike | None = None, hidden: int = 512,
+               cache_dir: str | os.PathLike | None = None, hidden: int | None = None,
                dropout: float = 0.25, progress: bool = True,
                augment: str | augmentation.Augment | None = None,
                loss: Loss | None = None) -> ImageLearner:
@@ -38,8 +38,12 @@ def pretrained(arch: str | None = None, data: ImageData | None = None,
         weights: a local weights file to use instead of the default source.
         seed: makes the head's initialisation and the batch order repeatable.
         cache_dir: where activations are cached (default: :func:`threeline.cache_dir`).
-        hidden, dropout: the head's hidden width, and its dropout: ``dropout`` before its
-            first layer, twice that before its last (so below 0.5).
+        hidden: the head's hidden width; 0 for a linear head, which ``fit`` on cached
+            activations solves (a logistic regression, its L2 penalty chosen by
+            cross-validation on the training images; :mod:`threeline.vision.solve`). None
+            picks 0 for up to 2,000 training images, else 512 (:func:`head_width`).
+        dropout: ``dropout`` before the head's first layer, twice that before its last (so
+            below 0.5).
         progress: show progress bars / lines.
         augment: None, ``"side_on"`` (photos), ``"top_down"`` (satellite, microscopy) or an
             :class:`threeline.augment.Augment`; training batches are augmented on the device.
@@ -59,6 +63,8 @@ def pretrained(arch: str | None = None, data: ImageData | None = None,
             f"data must be an ImageData (e.g. ImageData.from_folder('path/to/images')), "
             f"got {type(data).__name__}."
         )
+    if hidden is None:
+        hidden = head_width(len(data.train))
     check_head(hidden, dropout)
     loss = _loss_for(data, loss)
     arch = arch or DEFAULT_ARCH

@@ -5,6 +5,16 @@ preprocessing (size, crop, interpolation, normalization) and the files (path, si
 change gives a new key, so a stale cache is never read. Files are written to a temporary name and
 renamed into place, so a killed run never leaves a half-written cache behind.
 
+Activations are kept in bfloat16, on disk and in memory, whatever the device: half the bytes of
+float32 (5 KiB a photo for efficientnet_lite0's 2,560 values; a relative rounding error of at
+most 2^-9 a value). Batches are converted to float32 for the head. Memory figures:
+``benchmarks/results/memory-cpu-2core-*.md``.
+
+A file that fails to decode during the pass over the images (a JPEG cut short inside its pixel
+data, say, which the folder scan cannot tell) is left out: its row is dropped, the file leaves its
+split and joins ``data.skipped``. The cache remembers which rows were left out and why, so a later
+run from the same files leaves out the same ones without decoding anything.
+
 :func:`ensure` fills a learner's activations, from the cache or by running its body once.
 """
 
@@ -18,7 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from threeline.progress import Progress
 from threeline.saving import atomic_write
@@ -28,7 +39,8 @@ from threeline.vision.fold import folded
 if TYPE_CHECKING:
     from threeline.vision.learner import Learner
 
-FORMAT_VERSION = 3  # 2: BatchNorm folded, stored in the body's output type; 3: torch resizes
+FORMAT_VERSION = 4  # 2: BatchNorm folded; 3: torch resizes; 4: bfloat16, files left out
+STORED = torch.bfloat16  # the type activations are kept in
 
 
 def files_fingerprint(files: Sequence[Path]) -> list[tuple[str, int, int]]:
@@ -71,66 +83,89 @@ def cache_key(backbone: dict, files: Sequence[Path], labels: Sequence) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def load(folder: Path, key: str) -> dict[str, torch.Tensor] | None:
-    """The cached tensors for ``key``, or None when there are none (or they cannot be read)."""
+def load(folder: Path, key: str) -> tuple[dict[str, torch.Tensor], dict[int, str]] | None:
+    """The cached tensors for ``key`` and the rows left out (index in the file list -> why),
+    or None when there are none (or they cannot be read)."""
     path = folder / f"{key}.safetensors"
     if not path.exists():
         return None
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+            left_out = json.loads((f.metadata() or {}).get("left_out", "{}"))
+        return tensors, {int(i): str(why) for i, why in left_out.items()}
     except Exception:  # a foreign or damaged file: recompute rather than fail
         return None
 
 
-def save(folder: Path, key: str, tensors: dict[str, torch.Tensor]) -> Path:
-    """Write atomically: a temporary file in the same folder, then a rename."""
+def save(folder: Path, key: str, tensors: dict[str, torch.Tensor],
+         left_out: dict[int, str] | None = None) -> Path:
+    """Write atomically: a temporary file in the same folder, then a rename. ``left_out``
+    (row index in the file list -> why) goes into the file's metadata."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{key}.safetensors"
     tensors = {k: v.contiguous().cpu() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+    metadata = {"left_out": json.dumps({str(i): why for i, why in (left_out or {}).items()})}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return path
 
 
 def ensure(learn: Learner, splits: Sequence[str]) -> None:
     """Read each split's activations from the cache; compute the missing ones in one pass
-    of the body (one set of decoding workers for all of them), then cache them per split."""
+    of the body (one set of decoding workers for all of them), then cache them per split.
+    Files that failed to decode leave their split (see the module's docstring)."""
     folder, missing = learn.cache / "features", []
     for split in splits:
         if split in learn._cached:
             continue
         part = learn.data.split(split)
         key = cache_key(learn.backbone_description(), part.files, part.labels)
-        tensors = load(folder, key)
-        if tensors is None:
+        found = load(folder, key)
+        if found is None:
             missing.append((split, part, key))
-        else:
-            learn._cached[split] = (tensors["features"].to(learn.device).float(),
-                                    tensors["labels"].to(learn.device))
+            continue
+        tensors, left_out = found
+        _leave_out(learn, part, left_out)
+        learn._cached[split] = (tensors["features"].to(learn.device),
+                                tensors["labels"].to(learn.device))
     if not missing:
         return
     names = "precompute " + " + ".join(s for s, _, _ in missing)
     if all(batches.presize_key(learn, part.files) in learn._presized for _, part, _ in missing):
         # already decoded into memory (fine_tune does that first): no decoding at all
         body = inference_body(learn)
-        acts = torch.cat([run_body(learn, part.files, names, body) for _, part, _ in missing])
-    else:  # one set of decoding workers for all the splits
-        acts = run_body(learn, [f for _, part, _ in missing for f in part.files], desc=names)
-    start = 0
-    for split, part, key in missing:
-        tensors = {"features": acts[start:start + len(part)].contiguous(),  # (N, D)
-                   "labels": torch.tensor(part.labels, dtype=torch.int64)}
-        start += len(part)
-        save(folder, key, tensors)
-        learn._cached[split] = (tensors["features"].to(learn.device).float(),
-                                tensors["labels"].to(learn.device))
+        acts = [run_body(learn, part.files, names, body) for _, part, _ in missing]
+    else:  # one set of decoding workers for all the splits; each split a view, no copy
+        every = run_body(learn, [f for _, part, _ in missing for f in part.files], desc=names)
+        acts = list(every.split([len(part) for _, part, _ in missing]))
+    for (split, part, key), features in zip(missing, acts, strict=True):
+        failed = {i: learn.data.skipped[f] for i, f in enumerate(part.files)
+                  if f in learn.data.skipped}  # reported while decoding
+        labels = torch.tensor(part.labels, dtype=torch.int64)
+        if failed:
+            kept = [i for i in range(len(part)) if i not in failed]
+            features, labels = features[kept], labels[kept]  # (N', D), (N',)
+        save(folder, key, {"features": features, "labels": labels}, failed)
+        _leave_out(learn, part, failed)
+        learn._cached[split] = (features.to(learn.device), labels.to(learn.device))
+
+
+def _leave_out(learn: Learner, part, failed: dict[int, str]) -> None:
+    """Take the files at ``failed`` (index -> why) out of ``part`` and into ``data.skipped``."""
+    if not failed:
+        return
+    paths = [part.files[i] for i in sorted(failed)]
+    for i, path in zip(sorted(failed), paths, strict=True):
+        learn.data.report_failure(str(path), failed[i])
+    batches.leave_out(part, paths)
 
 
 @torch.inference_mode()
 def run_body(learn: Learner, items: Sequence, desc: str,
              body: torch.nn.Module | None = None) -> torch.Tensor:
-    """Pooled activations (N, D) on the CPU, for files or PIL images, in the type the body
-    computed them in: bfloat16 under CUDA's autocast (half the bytes to copy and cache, nothing
-    lost), float32 on a CPU.
+    """Pooled activations (N, D) bfloat16 on the CPU, for files or PIL images: what CUDA's
+    autocast computes them in; on a CPU each batch is rounded to it as it comes (the float32
+    rows of the whole set are never held at once).
 
     The body runs with its BatchNorms folded into its convolutions (:mod:`threeline.fold`);
     ``body`` passes an :func:`inference_body` already made, so several passes share one.
@@ -146,12 +181,12 @@ def run_body(learn: Learner, items: Sequence, desc: str,
             with learn.autocast():
                 acts = body(images)  # (B, D)
             if out is None:
-                out = acts.new_empty(len(items), acts.shape[1])
+                out = acts.new_empty(len(items), acts.shape[1], dtype=STORED)
             out[start:start + len(acts)] = acts
             start += len(acts)
             bar.update(len(acts))
     if out is None:  # no items
-        return torch.empty(0, learn.body.out_features)
+        return torch.empty(0, learn.body.out_features, dtype=STORED)
     return out.cpu()
 
 

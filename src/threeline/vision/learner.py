@@ -38,6 +38,7 @@ from threeline.vision.images import expand_items
 from threeline.vision.interpret import Interpretation
 from threeline.vision.model import Body, layer_groups
 from threeline.vision.presize import Presized
+from threeline.vision.solve import LinearSolver
 from threeline.vision.transforms import Preprocess
 from threeline.vision.tta import tta_log_probs
 
@@ -76,6 +77,10 @@ class ImageLearner(Learner):
         self.compile = False  # torch.compile the network when training it whole
         self._compiled: nn.Module | None = None
         self._fused_body: nn.Module | None = None  # made on first use: see fast_body
+        # bytes of activations one training pass may keep for its backward pass: beyond it a
+        # batch of images trains as several passes, one optimizer step (batches.step_parts)
+        self.step_memory: int | None = 1 << 30 if self.device.type == "cpu" else None
+        self._step_bytes: int | None = None  # measured per image at a fit's first step
         self.memory_format = memory_format_for(self.device)
         self.body.to(memory_format=self.memory_format)
         self.freeze()
@@ -179,6 +184,7 @@ class ImageLearner(Learner):
         super().freeze_to(n)
         if not self._body_frozen():
             self._precompute = False
+            self._cached.clear()  # the activations of a body about to change: free them
         self._compiled = None
 
     def freeze(self) -> None:
@@ -216,15 +222,17 @@ class ImageLearner(Learner):
                 "mean": list(p.mean), "std": list(p.std), "pool": "catavgmax",
                 "decoder": "nvjpeg" if decode.available(self.device) else "pillow"}
 
-    def features(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, split: str, dtype: torch.dtype | None = torch.float32
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cached activations of ``split``: (N, D) float32 and int64 labels, (N,) or multi-hot
-        (N, L), on the device.
+        (N, L), on the device. ``dtype=None`` gives them as kept (bfloat16), without a copy.
 
         Computed once (and written to the cache folder); later calls and later runs read them.
         """
         if split not in self._cached:
             feature_cache.ensure(self, [split])
-        return self._cached[split]
+        x, y = self._cached[split]
+        return (x if dtype is None else x.to(dtype)), y
 
     # ----------------------------------------------------------------- the core's hooks
 
@@ -241,22 +249,32 @@ class ImageLearner(Learner):
     shards_batches = True  # train_batches() takes this process's share itself
 
     def steps_per_epoch(self) -> int:
+        if self._solver is not None:
+            return 1  # one solve of the whole training set per epoch
         n, bs = len(self.data.train), self.data.batch_size
         whole = self.precompute or self.world.size > 1  # full batches only
         return max(1, n // bs) if whole and n > bs else max(1, -(-n // bs))
 
+    def steps_per_process(self) -> int:
+        if self._solver is not None:
+            return 1  # every process solves on every row, and all reach the same weights
+        return super().steps_per_process()
+
     def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self._solver is not None:
+            return iter([self.features("train")])  # every row, every process: one solve
         return batches.train_batches(self)
 
     def valid_batches(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         if self.precompute:
-            return [self.features("valid")]  # (N, D), (N,): one pass of the head
+            return batches.feature_batches(self, "valid")  # (8192, D) float32 at a time
         return batches.image_batches(self, self.data.valid.files, self.data.valid.labels,
                                      shuffle=False,
                                      batch_size=batches.inference_batch_size(self))
 
     def graphable(self) -> bool:
-        return self.precompute  # the head's step on activations already on the device
+        # the head's step on activations already on the device (a solve is no such step)
+        return self.precompute and self._solver is None
 
     def autocast(self, module: nn.Module | None = None) -> contextlib.AbstractContextManager:
         """bfloat16 on CUDA for the network; the head alone on cached activations stays in
@@ -269,6 +287,9 @@ class ImageLearner(Learner):
         """Train mode, except the body's BatchNorm layers: they keep their pretrained running
         statistics (eval mode) when frozen, and also when trained unless ``train_bn`` is True
         (updating them cost two points of accuracy on Dogs vs Cats)."""
+        if self._solver is not None:
+            module.eval()  # solved: the BatchNorm standardizes, no dropout
+            return
         module.train()
         if module is self.head:  # on cached activations the body does not run
             return
@@ -277,6 +298,7 @@ class ImageLearner(Learner):
             norm.train(self.train_bn and trains)
 
     def before_fit(self) -> None:
+        self._step_bytes = None  # what a pass keeps depends on what trains: measure again
         if self.precompute:  # compute (or load) the cache before the clock starts
             with distributed.main_first(self.world):  # rank 0 writes it, the others read it
                 feature_cache.ensure(self, ["train", "valid"])
@@ -311,6 +333,51 @@ class ImageLearner(Learner):
             view = fused(self.body, feature_cache.example_input(self))
             self._fused_body = view if view is not None else self.body
         return self._fused_body
+
+    # ----------------------------------------------------------------- the solved head
+
+    _solver: LinearSolver | None = None  # set during a fit that solves the head
+
+    @property
+    def solves_head(self) -> bool:
+        """True when :meth:`fit` solves the head instead of stepping it: a linear head
+        (``hidden=0``, the default for up to 2,000 training images) on cached activations."""
+        head = self.head
+        return (self.precompute and isinstance(head, nn.Sequential) and len(head) == 3
+                and isinstance(head[0], nn.BatchNorm1d) and isinstance(head[-1], nn.Linear))
+
+    def fit(self, lr, epochs: int = 1, *args, **kwargs) -> list[dict]:
+        """Train for ``epochs`` epochs (see :meth:`threeline.learner.Learner.fit`).
+
+        A linear head on cached activations (``hidden=0``; the default for up to 2,000
+        training images) is solved rather than stepped: an L2-regularized logistic regression
+        (binary per label for multi-label data) on the standardized activations, its penalty
+        chosen by 5-fold cross-validation on the training images alone, solved by L-BFGS in
+        the first epoch and refined in the next ones (:mod:`threeline.vision.solve`). ``lr``,
+        ``wd`` and the schedule do not apply to it; on small folders this ended at or above
+        every stepped head tried (``benchmarks/results/small_data-*.md``).
+
+        Example:
+            >>> from threeline import ImageData, demo_path
+            >>> learn = Learner.pretrained("efficientnet_lite0",
+            ...     ImageData.from_folder(demo_path()), precompute=True, progress=False)
+            >>> learn.solves_head
+            True
+        """
+        if self.solves_head:
+            self._solver = LinearSolver(self.multi_label, self.seed)
+        try:
+            return super().fit(lr, epochs, *args, **kwargs)
+        finally:
+            self._solver = None
+
+    def train_step(self, x, y) -> torch.Tensor:
+        if self._solver is None:
+            parts = batches.step_parts(self, self._fit_module, x)  # several on a CPU
+            if parts > 1:
+                return batches.accumulated_step(self, x, y, parts)
+            return super().train_step(x, y)
+        return self._solver.step(self.head, x, y)
 
     def fine_tune(self, epochs: int = 3, base_lr: float = 1e-3, freeze_epochs: int = 3,
                   lr_ratio: float = 100.0, head_lr: float = 1e-2, wd: float = 0.01) -> list[dict]:

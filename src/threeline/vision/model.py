@@ -34,6 +34,23 @@ class Body(nn.Module):
         return self.pool(maps)  # (B, 2F)
 
 
+SOLVED_HEAD_MAX_IMAGES = 2000  # up to this many training images the default head is linear
+
+
+def head_width(n_train: int) -> int:
+    """The default hidden width for ``n_train`` training images: 0 (a linear head, which
+    ``fit`` solves on cached activations; :mod:`threeline.vision.solve`) up to
+    ``SOLVED_HEAD_MAX_IMAGES``, else 512. On 40 to 2,000 images a two-layer head trained by
+    ``fit(0.01, 3)`` ended 0.5 to 5 points below the solved linear head
+    (``benchmarks/results/small_data-*.md``).
+
+    Example:
+        >>> head_width(500), head_width(10_000)
+        (0, 512)
+    """
+    return 0 if n_train <= SOLVED_HEAD_MAX_IMAGES else 512
+
+
 def check_head(hidden: int, dropout: float) -> None:
     """Raise a ValueError that says how to fix a head's width or dropout that cannot train.
 
@@ -43,9 +60,10 @@ def check_head(hidden: int, dropout: float) -> None:
         ...
         ValueError: dropout must be at least 0 and below 0.5, got 0.5: the head drops ...
     """
-    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-        raise ValueError(f"hidden must be a positive whole number (the head's hidden width), "
-                         f"got {hidden!r}. The default is 512.")
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 0:
+        raise ValueError(f"hidden must be a whole number >= 0 (the head's hidden width; 0 for "
+                         f"a linear head), got {hidden!r}. None picks 0 for up to "
+                         f"{SOLVED_HEAD_MAX_IMAGES:,} training images, else 512.")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
             or not 0 <= dropout < 0.5:
         raise ValueError(
@@ -56,13 +74,19 @@ def check_head(hidden: int, dropout: float) -> None:
 
 def make_head(in_features: int, n_classes: int, hidden: int = 512,
               dropout: float = 0.25) -> nn.Sequential:
-    """BatchNorm -> Dropout(p) -> Linear -> ReLU -> BatchNorm -> Dropout(2p) -> Linear.
+    """BatchNorm -> Dropout(p) -> Linear -> ReLU -> BatchNorm -> Dropout(2p) -> Linear, or
+    with ``hidden=0`` the linear head BatchNorm -> Dropout(p) -> Linear.
 
     Example:
         >>> make_head(2560, 2)(torch.zeros(4, 2560)).shape
         torch.Size([4, 2])
+        >>> [type(m).__name__ for m in make_head(2560, 2, hidden=0)]
+        ['BatchNorm1d', 'Dropout', 'Linear']
     """
     check_head(hidden, dropout)
+    if hidden == 0:
+        return nn.Sequential(nn.BatchNorm1d(in_features), nn.Dropout(dropout),
+                             nn.Linear(in_features, n_classes))
     return nn.Sequential(
         nn.BatchNorm1d(in_features),
         nn.Dropout(dropout),
