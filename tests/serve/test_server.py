@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from serving import browser
 
 LIMITS = ["--max-pixels", "1000000", "--max-files", "8", "--max-request-mb", "20"]
 
@@ -207,7 +207,7 @@ def test_concurrent_requests_share_forward_passes(server, dogscats_demo):
 
 
 def test_page_in_a_headless_browser(server, dogscats_demo, tmp_path):
-    driver = _browser()
+    driver = browser()
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -240,26 +240,6 @@ def test_page_in_a_headless_browser(server, dogscats_demo, tmp_path):
         assert not driver.find_element(By.CSS_SELECTOR, "img.heatmap").is_displayed()
     finally:
         driver.quit()
-
-
-def _browser():
-    """Headless Chromium through Selenium; skipped (failed under CI=true) when missing."""
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and chromedriver):
-        message = ("chromium and chromedriver are not installed: run scripts/install_browser.sh "
-                   "(Debian: apt-get install chromium chromium-driver).")
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1200,900"):
-        options.add_argument(flag)
-    return webdriver.Chrome(options=options, service=Service(chromedriver))
 
 
 def _data_url_bytes(url: str) -> bytes:

@@ -3,8 +3,10 @@
     from threeline.serve import serve
     serve("runs/pets")                      # http://127.0.0.1:8000
 
-``POST /predict`` takes images (multipart) or ``{"texts": [...]}`` (JSON) and answers labels and
-probabilities; requests arriving together share one forward pass (:mod:`.batching`).
+``POST /predict`` takes images (multipart), or JSON: ``{"texts": [...]}``, table rows
+``{"rows": [{column: value}]}`` or ``{"user": id, "k": 10}`` for ratings (:mod:`.records`); it
+answers labels and probabilities (a value for a regression, items for a user); requests arriving
+together share one forward pass (:mod:`.batching`).
 Needs the ``serve`` extra: ``pip install 'threeline[serve]'``.
 """
 

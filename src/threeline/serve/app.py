@@ -1,7 +1,10 @@
 """The web page and HTTP API of ``threeline serve``.
 
-Routes: ``GET /`` the page, ``GET /health``, ``GET /model`` (the description), ``POST /predict``
-(multipart images, or JSON ``{"texts": [...]}`` for a text model; ``?top_k=3&heatmap=1``).
+Routes: ``GET /`` the page, ``GET /health``, ``GET /model`` (the description: for a table its
+input columns, for ratings its users), ``POST /predict``: multipart images; JSON
+``{"texts": [...]}`` for a text model; ``{"rows": [{column: value, ...}]}`` for a table (per row
+the top-k class probabilities, or the value of a regression); ``{"user": id, "k": 10}`` for
+ratings (the top-k unrated items, see :mod:`.records`); ``?top_k=3&heatmap=1``.
 Every refusal is JSON ``{"error": "...", "status": N}`` with the matching status code.
 
 Example:
@@ -27,15 +30,15 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from threeline.serve.batching import Busy, MicroBatcher
+from threeline.serve.body import BodyLimit
 from threeline.serve.errors import ApiError
 from threeline.serve.inputs import check_texts, crop_box, decode_image, safe_name
 from threeline.serve.limits import Limits
-from threeline.serve.model import ModelHost, top_k
+from threeline.serve.model import ModelHost, ranked, top_k
 from threeline.serve.overlay import overlay_png
+from threeline.serve.records import Refused, check_rows, check_user
 
 STATIC = Path(__file__).parent / "static"
-DRAIN_FACTOR = 16  # an oversized body is read and dropped up to this many times the limit
-# (past that the connection is closed, and a client still sending may not see the answer)
 
 
 def create_app(run_folder: str | os.PathLike, device: str | None = None,
@@ -93,9 +96,11 @@ class Api:
         self.plain = batcher(host.predict_images)
         self.explained = batcher(host.explain_images)
         self.texts = batcher(host.predict_texts)
+        self.rows = batcher(host.predict_rows)  # an item is one table row
+        self.users = batcher(host.recommend)  # an item is one (user, k)
 
     def _batchers(self) -> tuple[MicroBatcher, ...]:
-        return self.plain, self.explained, self.texts
+        return self.plain, self.explained, self.texts, self.rows, self.users
 
     async def close(self) -> None:
         for b in self._batchers():
@@ -123,7 +128,8 @@ class Api:
         info["state"], info["device"] = self.host.state, self.host.device
         info["limits"] = {"max_files": self.limits.max_files,
                           "max_request_bytes": self.limits.max_request_bytes,
-                          "max_pixels": self.limits.max_pixels, "top_k": self.limits.top_k}
+                          "max_pixels": self.limits.max_pixels, "top_k": self.limits.top_k,
+                          "max_rows": self.limits.max_rows, "max_k": self.limits.max_k}
         return JSONResponse(info)
 
     async def predict(self, request: Request) -> JSONResponse:
@@ -138,13 +144,15 @@ class Api:
                 raise ApiError(415, "This model takes images: send multipart/form-data with one "
                                     "or more image files (curl -F file=@photo.jpg ...).")
             items = await self._predict_images(request, k, explain)
-        elif kind == "text":
+        elif kind in JSON_INPUTS:
             if content_type != "application/json":
-                raise ApiError(415, 'This model takes texts: send JSON {"texts": ["..."]}.')
-            items = await self._predict_texts(request, k)
+                raise ApiError(415, f"This model takes {JSON_INPUTS[kind]}.")
+            payload = await _json_body(request)
+            items = await {"text": self._predict_texts, "rows": self._predict_rows,
+                           "user": self._recommend}[kind](payload, k)
         else:
             raise ApiError(501, f"Serving {self.host.info['application']} models is not "
-                                f"supported yet; images and texts are.")
+                                f"supported; images, texts, tables and ratings are.")
         return JSONResponse({"model": self.host.info["name"], "predictions": items,
                              "time_ms": round(1000 * (time.perf_counter() - start), 2)})
 
@@ -159,7 +167,7 @@ class Api:
         if k < 1:
             raise ApiError(400, f"top_k must be at least 1, got {k}.")
         explain = query.get("heatmap", "0").lower() in ("1", "true", "yes", "on")
-        return min(k, len(self.host.info["classes"])), explain
+        return min(k, max(1, len(self.host.info["classes"]))), explain
 
     def _check_ready(self) -> None:
         if self.host.state == "loading":
@@ -171,10 +179,15 @@ class Api:
 
     async def _submit(self, batcher: MicroBatcher, items: list) -> list:
         try:
-            return await batcher.submit(items)
+            results = await batcher.submit(items)
         except Busy as err:
             raise ApiError(503, f"The server is busy ({err}); retry shortly.",
                            {"Retry-After": "1"}) from err
+        for i, result in enumerate(results):
+            if isinstance(result, Refused):
+                where = f"rows[{i}]: " if len(results) > 1 else ""
+                raise ApiError(result.status, where + result.message)
+        return results
 
     async def _predict_images(self, request: Request, k: int, explain: bool) -> list[dict]:
         limits = self.limits
@@ -213,84 +226,38 @@ class Api:
             out.append(item)
         return out
 
-    async def _predict_texts(self, request: Request, k: int) -> list[dict]:
-        try:
-            payload = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ApiError(400, f"The request body is not valid JSON ({err}).") from err
+    async def _predict_texts(self, payload: Any, k: int) -> list[dict]:
         texts = check_texts(payload, self.limits.max_files, self.limits.max_text_chars)
         results = await self._submit(self.texts, texts)
         classes = self.host.info["classes"]
         return [{"text": t[:80], "top": (top := top_k(r, classes, k)), "label": top[0]["label"]}
                 for t, r in zip(texts, results, strict=True)]
 
+    async def _predict_rows(self, payload: Any, k: int) -> list[dict]:
+        rows = check_rows(payload, self.host.info["columns"], self.limits.max_rows)
+        results = await self._submit(self.rows, rows)
+        classes = self.host.info["classes"]
+        if not classes:  # a regression: the value, in the target's units
+            return [{"value": round(float(r), 6)} for r in results]
+        return [{"top": (top := ranked(r, classes, k)), "label": top[0]["label"]}
+                for r in results]
 
-class BodyLimit:
-    """ASGI middleware: a request body above ``max_bytes`` gets 413 JSON. The rest of the body
-    is read and dropped (up to ``DRAIN_FACTOR`` times the limit) so the client, still sending,
-    receives the answer; nothing of it is kept.
-    """
-
-    def __init__(self, app: Starlette, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            await self._refuse(scope, receive, send, declared)
-            return
-        received = 0
-        refused = False
-
-        async def limited_receive():
-            nonlocal received, refused
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    refused = True
-                    await _drain(receive, received, self.max_bytes * DRAIN_FACTOR, message)
-                    raise ApiError(413, _too_big(received, self.max_bytes))
-            return message
-
-        await self.app(scope, limited_receive, send)
-
-    async def _refuse(self, scope, receive, send, declared: int) -> None:
-        more = await _drain(receive, 0, self.max_bytes * DRAIN_FACTOR)
-        error = ApiError(413, _too_big(declared, self.max_bytes))
-        headers = None if more else {"Connection": "close"}
-        await JSONResponse(error.body(), 413, headers)(scope, receive, send)
+    async def _recommend(self, payload: Any, k: int) -> list[dict]:
+        user, n = check_user(payload, self.limits.max_k)
+        [items] = await self._submit(self.users, [(user, n)])
+        return [{"user": user, "k": n, "items": items}]
 
 
-async def _drain(receive, received: int, cap: int, message: dict | None = None) -> bool:
-    """Read and drop the rest of a request body, up to ``cap`` bytes; True when all was read."""
-    while message is None or message.get("more_body", False):
-        if received > cap:
-            return False
-        message = await receive()
-        if message["type"] != "http.request":
-            return False
-        received += len(message.get("body", b""))
-    return True
+JSON_INPUTS = {"text": 'texts: send JSON {"texts": ["..."]}',
+               "rows": 'table rows: send JSON {"rows": [{"column": value, ...}]}',
+               "user": 'a user: send JSON {"user": 196, "k": 10}'}
 
 
-def _content_length(scope) -> int | None:
-    for key, value in scope.get("headers", []):
-        if key == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-def _too_big(size: int, limit: int) -> str:
-    return (f"The request body is {size / 2**20:,.1f} MB; the server takes at most "
-            f"{limit / 2**20:,.1f} MB per request (send fewer or smaller images, or raise "
-            f"--max-request-mb).")
+async def _json_body(request: Request) -> Any:
+    try:
+        return json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ApiError(400, f"The request body is not valid JSON ({err}).") from err
 
 
 async def _api_error(request: Request, err: Exception) -> JSONResponse:

@@ -28,7 +28,7 @@ def serve(run_folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
         port: the TCP port; 0 picks a free one (the printed address says which).
         device: "cpu", "cuda", ...; None picks CUDA when present.
         limits: upload sizes, counts and batching (:class:`~threeline.serve.Limits`).
-        warmup: run one image through the model before reporting ready.
+        warmup: run one image through an image model before reporting ready.
         log_level: uvicorn's log level ("warning", "info", ...).
         access_log: log every request.
         threads: CPU threads for the model's forward passes; None keeps torch's default (one
@@ -111,6 +111,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"items waiting for the model before 503 (default {d.max_queue})")
     parser.add_argument("--top-k", type=int, default=d.top_k,
                         help=f"labels per item (default {d.top_k})")
+    parser.add_argument("--max-rows", type=int, default=d.max_rows,
+                        help=f"table rows per request (default {d.max_rows})")
+    parser.add_argument("--max-k", type=int, default=d.max_k,
+                        help=f"recommendations per request (default {d.max_k})")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for the model (default: torch's, one per core)")
     parser.add_argument("--no-warmup", action="store_true",
@@ -123,7 +127,8 @@ def serve_from_args(args: argparse.Namespace) -> None:
     limits = Limits(max_request_bytes=int(args.max_request_mb * MB), max_files=args.max_files,
                     max_pixels=args.max_pixels, max_text_chars=args.max_text_chars,
                     max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                    max_queue=args.max_queue, top_k=args.top_k)
+                    max_queue=args.max_queue, top_k=args.top_k, max_rows=args.max_rows,
+                    max_k=args.max_k)
     serve(args.run_folder, host=args.host, port=args.port, device=args.device, limits=limits,
           warmup=not args.no_warmup, access_log=args.access_log, threads=args.threads,
           log_level="info" if args.access_log else "warning")

@@ -27,6 +27,8 @@ class Limits:
         max_queue: images (or texts) waiting for the model; beyond it requests get 503.
         decode_threads: images decoded at the same time (each holds at most ``max_pixels``).
         top_k: labels returned per item unless the request asks for another number.
+        max_rows: table rows in one request (a tabular model).
+        max_k: recommendations in one request (a ratings model).
     """
 
     max_request_bytes: int = 50 * MB
@@ -38,6 +40,8 @@ class Limits:
     max_queue: int = 256
     decode_threads: int = 2
     top_k: int = 5
+    max_rows: int = 256
+    max_k: int = 100
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -49,6 +53,7 @@ class Limits:
             if value < low:
                 raise ValueError(f"Limits.{f.name} must be at least {low}, got {value}; "
                                  f"raise it.")
-        if self.max_queue < self.max_files:
-            raise ValueError(f"Limits.max_queue ({self.max_queue}) must hold one full request "
-                             f"(max_files={self.max_files}); raise max_queue.")
+        for name in ("max_files", "max_rows"):
+            if self.max_queue < getattr(self, name):
+                raise ValueError(f"Limits.max_queue ({self.max_queue}) must hold one full "
+                                 f"request ({name}={getattr(self, name)}); raise max_queue.")

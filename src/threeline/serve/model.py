@@ -2,7 +2,8 @@
 
 The description (``model.json``, ``args.json``, ``history.csv``) is read at once, without torch,
 so the page and ``GET /model`` answer while the weights load in the model's own thread; that
-thread then runs every forward pass, one batch after another.
+thread then runs every forward pass, one batch after another: images, texts, table rows
+(``learn.predict(DataFrame)``) and recommendations (``learn.recommend``).
 
 Example:
     >>> host = ModelHost("runs/pets", device="cpu")  # doctest: +SKIP
@@ -21,6 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from threeline.serve.records import (
+    Refused,
+    application_info,
+    collab_description,
+    recommendation_list,
+    unknown_user,
+)
 
 # the input widget of the page, from the model description's "application"
 INPUTS = {"threeline.vision": "image", "threeline.text": "text",
@@ -59,26 +68,34 @@ def read_info(run_folder: str | os.PathLike) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{meta} is not a readable model description ({err}); save the model "
                          f"again.") from err
-    if not isinstance(description, dict) or not isinstance(description.get("classes"), list):
-        raise ValueError(f"{meta} does not describe a classifier (no 'classes' list); serve a "
-                         f"run folder of a trained classifier.")
+    if not isinstance(description, dict):
+        raise ValueError(f"{meta} is not a model description (a JSON object); save the model "
+                         f"again.")
     application = str(description.get("application") or "threeline.vision")
+    extra = application_info(application, description)
+    if extra is None and not isinstance(description.get("classes"), list):
+        raise ValueError(f"{meta} does not describe a classifier (no 'classes' list); serve a "
+                         f"run folder of a trained classifier, table or ratings model.")
+    if application == "threeline.collab":
+        description = collab_description(description)
     history = description.get("history") or _read_history(folder / "history.csv")
     args = _read_json(folder / "args.json")
     name = folder.name if meta.name == "model.json" else meta.stem
-    return {
+    info = {
         "name": name or "model",
         "application": application,
         "input": INPUTS.get(application, "unknown"),
         "kind": description.get("kind"),
         "arch": description.get("arch") or description.get("model"),
-        "classes": [str(c) for c in description["classes"]],
+        "classes": [str(c) for c in description.get("classes") or []],
         "input_size": description.get("input_size"),
         "valid_accuracy": _last_metric(history, "accuracy"),
+        "valid_rmse": _last_metric(history, "rmse"),
         "epochs": len(history) if isinstance(history, list) else None,
         "args": args,
         "description": description,
     }
+    return info | (extra or {})
 
 
 class ModelHost:
@@ -159,6 +176,34 @@ class ModelHost:
         """Log-probabilities (C,) per text, through ``learn.predict``."""
         return list(self.learn.predict(texts))
 
+    def predict_rows(self, rows: list[dict]) -> list[np.ndarray | float | Refused]:
+        """Per table row (a dict of column values): probabilities (C,) for a classifier, the
+        value for a regression, through ``learn.predict``. A batch that fails is retried row by
+        row, so one bad row (say, a date that is no date) fails only its own request."""
+        import pandas as pd
+
+        try:
+            frame = self.learn.predict(pd.DataFrame(rows))
+        except (ValueError, TypeError, KeyError) as err:
+            if len(rows) > 1:
+                return [self.predict_rows([row])[0] for row in rows]
+            return [Refused(422, f"The model cannot read this row: {err}")]
+        if self.learn.target.task == "classification":
+            return list(frame.iloc[:, 1:].to_numpy(dtype=np.float64))  # the p_<class> columns
+        return [float(v) for v in frame.iloc[:, 0]]
+
+    def recommend(self, asks: list[tuple[Any, int]]) -> list[list[dict] | Refused]:
+        """Per (user, k): ``learn.recommend(user, k)`` as JSON-ready rows; unknown users are
+        refused."""
+        catalog, out = self.learn.catalog, []
+        for user, k in asks:
+            code = int(catalog.user_codes([user])[0])
+            if code == 0:
+                out.append(unknown_user(user, catalog.n_users))
+                continue
+            out.append(recommendation_list(self.learn.recommend(user, k=k)))
+        return out
+
 
 def top_k(log_probs: np.ndarray, classes: list[str], k: int) -> list[dict[str, Any]]:
     """The ``k`` likeliest classes of one row of log-probabilities, likeliest first.
@@ -167,7 +212,16 @@ def top_k(log_probs: np.ndarray, classes: list[str], k: int) -> list[dict[str, A
         >>> top_k(np.log(np.array([0.2, 0.7, 0.1])), ["a", "b", "c"], 2)
         [{'label': 'b', 'probability': 0.7}, {'label': 'a', 'probability': 0.2}]
     """
-    probs = np.exp(np.asarray(log_probs, dtype=np.float64))
+    return ranked(np.exp(np.asarray(log_probs, dtype=np.float64)), classes, k)
+
+
+def ranked(probs: np.ndarray, classes: list[str], k: int) -> list[dict[str, Any]]:
+    """The ``k`` likeliest classes of one row of probabilities, likeliest first.
+
+    Example:
+        >>> ranked(np.array([0.25, 0.75]), ["<=50K", ">50K"], 1)
+        [{'label': '>50K', 'probability': 0.75}]
+    """
     order = np.argsort(-probs, kind="stable")[:k]
     return [{"label": classes[i], "probability": round(float(probs[i]), 6)} for i in order]
 

@@ -1,5 +1,6 @@
 // The page of `threeline serve`: shows the model, picks the input widget from its description's
 // "application", sends each input to POST /predict and draws the labels (and heat maps).
+// The form of a table and the user picker of a ratings model are in records.js.
 "use strict";
 
 const MAX_IN_FLIGHT = 4;   // requests sent at once; the server batches them together
@@ -39,16 +40,22 @@ async function loadModel() {
   const facts = $("model-facts");
   facts.replaceChildren();
   fact(facts, "architecture", info.arch);
-  fact(facts, "classes", info.classes.length);
+  if (info.classes.length) fact(facts, "classes", info.classes.length);
   if (Array.isArray(info.input_size)) fact(facts, "input size", info.input_size.slice(-2).join(" × "));
   if (info.valid_accuracy !== null) {
     fact(facts, "validation accuracy", `${(100 * info.valid_accuracy).toFixed(2)} %`);
+  }
+  if (info.valid_rmse !== null && info.valid_rmse !== undefined) {
+    fact(facts, "validation RMSE", info.valid_rmse.toFixed(4));
   }
   fact(facts, "epochs", info.epochs);
   const shown = info.classes.slice(0, 30).join(", ");
   $("model-classes").textContent =
     shown + (info.classes.length > 30 ? `, … ${info.classes.length - 30} more` : "");
-  const widget = { image: "image-input", text: "text-input" }[info.input] || "unsupported-input";
+  const widgets = { image: "image-input", text: "text-input", rows: "rows-input", user: "user-input" };
+  const widget = widgets[info.input] || "unsupported-input";
+  if (info.input === "rows") setUpRows(info, facts);
+  if (info.input === "user") setUpUser(info, facts);
   $("application-name").textContent = info.application;
   $(widget).hidden = false;
   pollHealth();
@@ -86,7 +93,7 @@ function newCard(name) {
 
 function drawLabels(card) {
   const top = card.result ? card.result.top : [];
-  const box = card.isText ? $("text-top-k") : $("top-k");
+  const box = card.topBox || $("top-k");
   const shown = top.slice(0, Math.max(1, parseInt(box.value, 10) || 3));
   const labels = card.querySelector(".labels");
   labels.replaceChildren(...shown.map(({ label, probability }) => {
@@ -230,7 +237,7 @@ function setUpText() {
     const text = $("text-box").value.trim();
     if (!text) return;
     const card = newCard(text.length > 80 ? `${text.slice(0, 80)}…` : text);
-    card.isText = true;
+    card.topBox = $("text-top-k");
     post(JSON.stringify({ texts: [text] }), true)
       .then((answer) => {
         card.result = answer.predictions[0];
