@@ -48,6 +48,15 @@ def hymenoptera_demo() -> Path:
     return demo_path("hymenoptera")
 
 
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, dogscats_demo) -> Path:
+    """The odd-file corpus of test_bad_inputs.py (odd formats, bad files, bad layouts), made
+    from the demo photos once per test module."""
+    from test_bad_inputs import make_corpus
+
+    return make_corpus(tmp_path_factory.mktemp("corpus"), dogscats_demo)
+
+
 @pytest.fixture(scope="session")
 def trained(dogscats_demo) -> Learner:
     """efficientnet_lite0 trained 3 epochs on cached activations of the demo dogs and cats.

@@ -141,11 +141,6 @@ def _scan_start(jpeg: bytes) -> int:
     return at + 2 + int.from_bytes(jpeg[at + 2:at + 4], "big")
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, dogscats_demo) -> Path:
-    return make_corpus(tmp_path_factory.mktemp("corpus"), dogscats_demo)
-
-
 def test_from_folder_skips_bad_files_with_one_summary_line(corpus, capsys):
     data = ImageData.from_folder(corpus, size=64)
     err = capsys.readouterr().err.strip().splitlines()

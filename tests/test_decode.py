@@ -9,17 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from test_bad_inputs import make_corpus
 from threeline.vision import decode
 from threeline.vision.images import probe_image, quick_header
 from threeline.vision.jpeg import HEAD_BYTES, jpeg_info
 from threeline.vision.presize import Presized, PresizeImage, presize, presize_box
 from threeline.vision.transforms import Preprocess, center_crop_box
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, dogscats_demo) -> Path:
-    return make_corpus(tmp_path_factory.mktemp("corpus"), dogscats_demo)
 
 
 def _all_files(root: Path) -> list[Path]:

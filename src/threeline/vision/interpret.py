@@ -245,7 +245,7 @@ class Interpretation:
             valid = learn.data.valid
             return cls(learn.predict(), valid.labels, valid.files, learn.classes,
                        learn.preprocess)
-        from threeline.vision.learner import expand_items
+        from threeline.vision.images import expand_items
 
         files = expand_items(items)
         targets = true_labels(files, labels, learn.classes)

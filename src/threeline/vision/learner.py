@@ -15,13 +15,10 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from threeline import distributed
@@ -34,13 +31,11 @@ from threeline.vision import batches, decode, export
 from threeline.vision import features as feature_cache
 from threeline.vision.data import ImageData
 from threeline.vision.fused import fused
-from threeline.vision.images import expand_items
-from threeline.vision.interpret import Interpretation
 from threeline.vision.model import Body, layer_groups
+from threeline.vision.predict import ImagePredictions
 from threeline.vision.presize import Presized
 from threeline.vision.solve import LinearSolver
 from threeline.vision.transforms import Preprocess
-from threeline.vision.tta import tta_log_probs
 
 
 def memory_format_for(device: torch.device) -> torch.memory_format:
@@ -55,8 +50,11 @@ def memory_format_for(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 
-class ImageLearner(Learner):
-    """Trains and uses an image classifier. Create one with ``Learner.pretrained``."""
+class ImageLearner(ImagePredictions, Learner):
+    """Trains and uses an image classifier. Create one with ``Learner.pretrained``.
+
+    ``predict``, ``tta``, ``interpret``, ``tune_thresholds`` and ``heatmap`` are in
+    :mod:`threeline.vision.predict`."""
 
     def __init__(self, body: Body, head: nn.Module, data: ImageData, preprocess: Preprocess,
                  arch: str, weights_id: str, device: torch.device, seed: int = 0,
@@ -422,111 +420,3 @@ class ImageLearner(Learner):
         self.unfreeze()
         rows += self.fit(slice(base_lr / (2 * lr_ratio), base_lr / 2), epochs, wd=wd)
         return rows
-
-    def tta(self, n: int = 4, items: Sequence | str | os.PathLike | Image.Image | None = None,
-            seed: int = 0) -> np.ndarray:
-        """Log-probabilities (N, C) averaged over the plain view and ``n`` augmented copies;
-        for multi-label data, the averaged independent probabilities (N, L), like :meth:`predict`.
-
-        Probabilities (not logits) are averaged, then logged, so the result reads like
-        :meth:`predict`. When the augmentation flips, the first copy is the plain view's mirror
-        image; the others use a mild version of the training augmentation (flips and a gentle
-        zoom; see :meth:`threeline.augment.Augment.for_tta`), or of ``side_on`` when the
-        learner has none.
-
-        Args:
-            n: augmented copies per image.
-            items: None for the validation set, else files, folders or PIL images.
-            seed: makes the copies repeatable.
-
-        Example:
-            >>> from threeline import ImageData, demo_path
-            >>> learn = Learner.pretrained("efficientnet_lite0", ImageData.from_folder(demo_path()))
-            >>> learn.tta(n=2).shape
-            (40, 2)
-        """
-        return tta_log_probs(self, n, items, seed)
-
-    def _log_probs(self, items: Sequence) -> torch.Tensor:
-        """(N, C) log-probabilities of files or PIL images, in order, on the device
-        (multi-label: (N, L) probabilities; see :meth:`_readable`)."""
-        found = batches.image_batches(self, items, None, shuffle=False,
-                                      batch_size=batches.inference_batch_size(self))
-        logits, _ = self.get_preds(found, nn.Sequential(self.fast_body(), self.head))
-        return self._readable(logits)
-
-    def _readable(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits (N, C) -> what predict returns: log-probabilities, or for multi-label data
-        independent probabilities (sigmoid)."""
-        return self.loss.activation(logits) if self.multi_label else F.log_softmax(logits, 1)
-
-    def predict(self,
-                items: Sequence | str | os.PathLike | Image.Image | None = None) -> np.ndarray:
-        """Log-probabilities (N, C) for the validation set, or for new images. For multi-label
-        data: independent probabilities (N, L), one per label (a label is predicted where it
-        exceeds ``learn.loss.thresholds``; see :meth:`tune_thresholds`).
-
-        Args:
-            items: None for the validation set (in ``data.valid.files`` order); else a file, a
-                folder (its images, sorted, recursively), a PIL image, or a list of those.
-
-        Example:
-            >>> from threeline import ImageData, demo_path
-            >>> learn = Learner.pretrained("efficientnet_lite0", ImageData.from_folder(demo_path()))
-            >>> log_preds = learn.predict()
-            >>> np.allclose(np.exp(log_preds).sum(1), 1, atol=1e-4)
-            True
-        """
-        if items is None:
-            logits, _ = self.get_preds()
-            return self._readable(logits).cpu().numpy()
-        return self._log_probs(expand_items(items)).cpu().numpy()
-
-    def interpret(self, items: Sequence | str | os.PathLike | Image.Image | None = None,
-                  labels: Sequence[int | str] | None = None) -> Interpretation:
-        """An :class:`~threeline.interpret.Interpretation`: plots of right, wrong, unsure images.
-
-        For multi-label data a :class:`~threeline.vision.multilabel.MultiLabelInterpretation`:
-        per-label counts and metrics, the images with the most wrong labels, co-occurrence.
-
-        Args:
-            items: None for the validation set; else files, folders or PIL images.
-            labels: their true classes (names or indices); None reads each file's folder name.
-                Multi-label: one list of label names (or a multi-hot row) per image.
-
-        Example:
-            >>> interp = learn.interpret()  # doctest: +SKIP
-            >>> fig = interp.plot_top_losses(9, save="top_losses.png")  # doctest: +SKIP
-        """
-        if self.multi_label:
-            from threeline.vision.multilabel import MultiLabelInterpretation
-
-            return MultiLabelInterpretation.from_learner(self, items, labels)
-        return Interpretation.from_learner(self, items, labels)
-
-    # ------------------------------------------------ multi-label and heat maps (thin)
-
-    def tune_thresholds(self, beta: float | None = None, tta: bool = False) -> np.ndarray:
-        """Choose one threshold per label on the validation set, maximizing F-beta (samples),
-        and keep them in ``learn.loss`` (saved with the model; the table's metrics use them).
-        Multi-label only; see :func:`threeline.vision.multilabel.tune_learner_thresholds`.
-
-        Example:
-            >>> learn.tune_thresholds()  # doctest: +SKIP
-            array([0.31, 0.24, 0.2 , 0.18, 0.35], dtype=float32)
-        """
-        from threeline.vision.multilabel import tune_learner_thresholds
-
-        return tune_learner_thresholds(self, beta, tta)
-
-    def heatmap(self, images, label=None) -> np.ndarray:
-        """Grad-CAM heat maps (N, S, S) in [0, 1]: where the model looked for ``label`` (None:
-        each image's top class); see :func:`threeline.vision.heatmap.heatmap`.
-
-        Example:
-            >>> learn.heatmap(["chip.jpg"], label="water").shape  # doctest: +SKIP
-            (1, 224, 224)
-        """
-        from threeline.vision.heatmap import heatmap
-
-        return heatmap(self, images, label)
