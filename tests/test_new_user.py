@@ -361,6 +361,26 @@ def test_the_decode_once_cache_spills_to_a_file_beyond_its_budget(dogscats_demo)
     assert xb.shape == (16, 3, 64, 64) and yb.shape == (16,)
 
 
+def test_the_splits_share_one_memory_budget_and_hold_no_descriptors(dogscats_demo):
+    from threeline.vision import batches
+    from threeline.vision.presize import SpilledImages
+
+    data = ImageData.from_folder(dogscats_demo, size=64, batch_size=16, num_workers=1,
+                                 verbose=False)
+    learn = Learner.pretrained("efficientnet_lite0", data, device="cpu", progress=False)
+    short = learn.preprocess.resize_to
+    learn.presize_max_bytes = len(data.train) * 3 * short * int(1.5 * short)  # train's bound
+    descriptors = len(os.listdir("/proc/self/fd"))
+    train = batches.presized_cache(learn, data.train.files, data.train.labels)
+    valid = batches.presized_cache(learn, data.valid.files, data.valid.labels)
+    assert isinstance(train.images, list)  # within the budget: in memory
+    assert isinstance(valid.images, SpilledImages)  # what train left is too little: a file
+    # the decoding worker's images arrive in shared memory, a descriptor each; the cache keeps
+    # copies in this process's memory, so no descriptor stays open per image
+    assert len(os.listdir("/proc/self/fd")) - descriptors < 5
+    assert len(train) == len(data.train) and train.batch([0])[0].dtype == torch.uint8
+
+
 def test_the_suggestion_is_a_decade_above_the_steepest_fall(dogscats_demo):
     from threeline import lr_finder
 

@@ -24,7 +24,7 @@ from torch import nn
 from threeline import distributed
 from threeline.vision import decode
 from threeline.vision.files import ImageFiles
-from threeline.vision.presize import Presized, presize
+from threeline.vision.presize import Presized, memory_budget, presize
 from threeline.vision.transforms import center_crop_box, normalize, to_device
 
 if TYPE_CHECKING:
@@ -125,8 +125,10 @@ def presize_key(learn: Learner, items: Sequence) -> tuple:
 def presized_cache(learn: Learner, items: Sequence, labels: Sequence[int] | None) -> Presized:
     """The decode-once uint8 cache of ``items`` (train or valid files), built on first use.
 
-    Beyond ``learn.presize_max_bytes`` (default: a quarter of the machine's memory) the pixels
-    are kept in a temporary file instead of memory (``presize.SpilledImages``).
+    The splits' caches together keep at most ``learn.presize_max_bytes`` in memory (default
+    :func:`threeline.vision.presize.memory_budget`: a quarter of the machine's memory, at most
+    1 GiB); a split that would go beyond it is kept in a temporary file instead
+    (``presize.SpilledImages``).
 
     Files that fail to decode are left out: of the cache, and of their split (``data.train``
     or ``data.valid``, changed in place), so no gray picture trains or validates under a
@@ -139,13 +141,22 @@ def presized_cache(learn: Learner, items: Sequence, labels: Sequence[int] | None
                         num_workers=learn.data.num_workers, progress=learn.progress,
                         device=learn.device, max_pixels=learn.data.max_pixels,
                         on_failure=learn.data.report_failure, drop_failed=split is not None,
-                        max_bytes=getattr(learn, "presize_max_bytes", None),
+                        max_bytes=_budget_left(learn),
                         spill_dir=learn.cache / "presized")
         if cache.failed:
             leave_out(split, [Path(f) for f in cache.failed])  # ``items``: now shorter
             key = presize_key(learn, items)
         learn._presized[key] = cache
     return learn._presized[key]
+
+
+def _budget_left(learn: Learner) -> int:
+    """Bytes of ``presize_max_bytes`` that the caches already held in host memory leave."""
+    budget = getattr(learn, "presize_max_bytes", None)
+    held = sum(image.numel() for cache in learn._presized.values()
+               if isinstance(cache.images, list) for image in cache.images
+               if image.device.type == "cpu")
+    return max(0, (memory_budget() if budget is None else budget) - held)
 
 
 def leave_out(split: Split, paths: Sequence[Path]) -> None:

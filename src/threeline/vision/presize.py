@@ -36,19 +36,24 @@ from threeline.vision.images import MAX_PIXELS, load_image
 from threeline.vision.scan import print_failure
 from threeline.vision.transforms import Box, resize_box
 
+MAX_IN_MEMORY = 1 << 30  # bytes of decoded pixels a learner keeps in memory by default
+
 
 def memory_budget() -> int:
-    """The default ``max_bytes`` of a decode-once cache: a quarter of physical memory (2 GiB
-    where that cannot be read).
+    """The default ``max_bytes`` of the decode-once caches (all splits together): a quarter of
+    physical memory, at most 1 GiB. Beyond it pixels go to a temporary file, which costs little:
+    the operating system keeps what it can of that file in its page cache (reclaimable, not the
+    process's resident memory), and a batch's reads from it take milliseconds.
 
     Example:
-        >>> memory_budget() > 0
+        >>> 0 < memory_budget() <= MAX_IN_MEMORY
         True
     """
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+        quarter = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
     except (AttributeError, OSError, ValueError):
-        return 2 << 30
+        quarter = MAX_IN_MEMORY
+    return min(quarter, MAX_IN_MEMORY)
 
 
 class SpilledImages:
@@ -223,14 +228,15 @@ def presize(items: Sequence, labels: Sequence[int] | None, short: int, max_ratio
         (on_failure or print_failure)(path, reason)
 
     bound = len(items) * 3 * transform.short * int(transform.max_ratio * transform.short)
-    spill = bound > (memory_budget() if max_bytes is None else max_bytes)
+    on_gpu = _kept_on_gpu(items, device, bound)
+    spill = not on_gpu and bound > (memory_budget() if max_bytes is None else max_bytes)
     images: list[torch.Tensor] | SpilledImages = []
     if spill:
         from threeline.saving import cache_dir
 
         images = SpilledImages(spill_dir or cache_dir() / "presized")
     with Progress(len(items), "decode images", unit="img", enabled=progress) as bar:
-        for chunk in _decoded(dataset, transform, device, num_workers, report):
+        for chunk in _decoded(dataset, transform, device, on_gpu, num_workers, report):
             for image in chunk:
                 images.append(image)
             bar.update(len(chunk))
@@ -243,10 +249,22 @@ def presize(items: Sequence, labels: Sequence[int] | None, short: int, max_ratio
     return Presized(images, labels, int(short), failed if drop_failed else [])
 
 
+def _nvjpeg(items: Sequence, device: torch.device | None) -> bool:
+    """True when ``items`` are decoded by nvjpeg on ``device`` (files, a CUDA device)."""
+    return (device is not None and decode.available(device)
+            and not any(isinstance(f, Image.Image) for f in items))
+
+
+def _kept_on_gpu(items: Sequence, device: torch.device | None, bound: int) -> bool:
+    """True when nvjpeg's images stay on the GPU: a quarter of its free memory holds them."""
+    return _nvjpeg(items, device) and bound <= torch.cuda.mem_get_info(device)[0] // 4
+
+
 def _decoded(dataset: ReportingFiles, transform: PresizeImage, device: torch.device | None,
-             num_workers: int | None, report: Callable[[str, str], None]
+             on_gpu: bool, num_workers: int | None, report: Callable[[str, str], None]
              ) -> Iterator[list[torch.Tensor]]:
-    """The dataset's images, in order, in chunks of CPU tensors; failures go to ``report``."""
+    """The dataset's images, in order, in chunks (on the GPU when ``on_gpu``, else in this
+    process's own memory); failures go to ``report``."""
 
     def checked(image: torch.Tensor, label: int, failure: tuple[str, str] | None
                 ) -> torch.Tensor:
@@ -254,23 +272,24 @@ def _decoded(dataset: ReportingFiles, transform: PresizeImage, device: torch.dev
             report(*failure)
         return image
 
-    files = dataset.files
-    if device is not None and decode.available(device) and not any(
-            isinstance(f, Image.Image) for f in files):
+    files, cpu = dataset.files, torch.device("cpu")
+    if _nvjpeg(files, device):
         batches = decode.DecodeBatches(
             files, lambda w, h: presize_box(w, h, transform.short, transform.max_ratio),
             device, fallback=lambda i: checked(*dataset[i]),
             interpolation=transform.interpolation, max_pixels=dataset.max_pixels)
-        bound = len(files) * 3 * transform.short * int(transform.max_ratio * transform.short)
-        keep = bound <= torch.cuda.mem_get_info(device)[0] // 4
         for chunk in batches(batch_size=256):
-            yield _packed(chunk, device if keep else torch.device("cpu"))
+            yield _packed(chunk, device if on_gpu else cpu)
         return
     workers = default_workers() if num_workers is None else num_workers
     workers = min(workers, max(0, len(files) // 32))
     loader = DataLoader(dataset, batch_size=16, num_workers=workers, collate_fn=_as_list)
     for chunk in loader:  # (image, label, failure) triples, in order
-        yield [checked(*item) for item in chunk]
+        images = [checked(*item) for item in chunk]
+        # a worker's tensors arrive in shared memory, one file descriptor each, held for as
+        # long as the tensor lives: copied into one block of this process's memory, they
+        # count in its resident memory, and a large folder cannot run out of descriptors
+        yield _packed(images, cpu) if workers else images
 
 
 def _packed(images: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
