@@ -5,11 +5,12 @@
 
 The training images are decoded once into a uint8 tensor that stays on the device; every epoch
 each image gets a random crop of the 4-pixel reflect-padded image and a random horizontal flip,
-both as one batched gather on the device (no Python per image). Validation is a seeded
-5,000-image split (500 per class) of the 50,000 training images; accuracy with and without
-flip test-time augmentation. Each configuration also runs as a plain PyTorch loop (same model
-instance, same data on the device, same optimizer, schedule and bf16 autocast) in the same
-process, to measure what the library costs over a bare loop.
+both as one batched gather on the device (no Python per image): the library's
+`threeline.vision.resident.ResidentImages`, which `Learner(model, ImageData)` trains on too.
+Validation is a seeded 5,000-image split (500 per class) of the 50,000 training images;
+accuracy with and without flip test-time augmentation. Each configuration also runs as a plain
+PyTorch loop (same model instance, same data on the device, same optimizer, schedule and bf16
+autocast) in the same process, to measure what the library costs over a bare loop.
 
 `--prepare OUT.npz` stores the JPEG files' bytes (about 46 MB for all 50,000, under the 64 MiB a
 GPU run may carry; decoded pixels compressed were 135 MiB), labels and class names; the run
@@ -40,6 +41,7 @@ from torch import nn
 from threeline.learner import Learner
 from threeline.losses import CrossEntropy
 from threeline.models.resnet import fast_resnet, resnet
+from threeline.vision.resident import ResidentImages
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
@@ -128,104 +130,6 @@ def split(labels: np.ndarray, valid_pct: float = 0.1, seed: int = 42) -> tuple[n
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(valid))
 
 
-# ---------------------------------------------------------------- data on the device
-
-def reflect_index(size: int, pad: int) -> torch.Tensor:
-    """Indices that reflect-pad an axis: size 4, pad 2 -> [2, 1, 0, 1, 2, 3, 2, 1]."""
-    i = torch.arange(-pad, size + pad).abs()
-    return torch.where(i > size - 1, 2 * (size - 1) - i, i)
-
-
-class CifarData:
-    """Small images resident on the device, augmented there: the learner data protocol.
-
-    Training batches: random crop of the `pad`-pixel reflect-padded image and random flip, one
-    gather per batch. Batches come out normalised, float32, (B, 3, H, W) in channels_last
-    layout (the uint8 images are stored (N, H, W, 3)). `flip_valid=True` flips the validation
-    images (for test-time augmentation).
-
-        >>> data = CifarData(images, labels, train_idx, valid_idx, batch_size=512)
-        >>> learn = Learner(fast_resnet(), data)
-    """
-
-    def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
-                 train_idx: np.ndarray, valid_idx: np.ndarray, batch_size: int = 512,
-                 valid_batch_size: int = 1000, pad: int = 4, flip: bool = True,
-                 flip_valid: bool = False):
-        images, labels = torch.as_tensor(images), torch.as_tensor(labels).long()
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images must be (N, H, W, 3) uint8, got {tuple(images.shape)} "
-                             f"{images.dtype}.")
-        if batch_size > len(train_idx):
-            raise ValueError(f"batch_size={batch_size} is more than the {len(train_idx)} "
-                             f"training images; pass a smaller batch_size.")
-        self.images, self.labels = images, labels
-        self.index = {"train": torch.as_tensor(train_idx), "valid": torch.as_tensor(valid_idx)}
-        self.batch_size, self.valid_batch_size = batch_size, valid_batch_size
-        self.pad, self.flip, self.flip_valid = pad, flip, flip_valid
-        train = images[self.index["train"]].float()
-        self.mean = train.mean((0, 1, 2)).tolist()  # per channel, 0-255
-        self.std = train.std((0, 1, 2)).tolist()
-        self._on: dict = {}
-
-    def with_flipped_valid(self) -> CifarData:
-        """The same data (sharing device tensors) with flipped validation images."""
-        other = object.__new__(CifarData)
-        other.__dict__.update(self.__dict__)
-        other.flip_valid = not self.flip_valid
-        return other
-
-    def steps(self, split: str) -> int:
-        n = len(self.index[split])
-        return n // self.batch_size if split == "train" else -(-n // self.valid_batch_size)
-
-    def tensors(self, device: torch.device) -> dict:
-        """Padded training images, validation images and labels on `device`, moved once."""
-        device = torch.device(device)
-        if device not in self._on:
-            h, w = self.images.shape[1:3]
-            train = self.images[self.index["train"]]
-            padded = train[:, reflect_index(h, self.pad)][:, :, reflect_index(w, self.pad)]
-            self._on = {device: {
-                "train": padded.to(device),  # (N, H + 2 pad, W + 2 pad, 3) uint8
-                "valid": self.images[self.index["valid"]].to(device),  # (M, H, W, 3) uint8
-                "y_train": self.labels[self.index["train"]].to(device),
-                "y_valid": self.labels[self.index["valid"]].to(device),
-                "mean": torch.tensor(self.mean, device=device).view(1, 3, 1, 1),
-                "std": torch.tensor(self.std, device=device).view(1, 3, 1, 1)}}
-        return self._on[device]
-
-    def _normalise(self, x: torch.Tensor, t: dict) -> torch.Tensor:
-        x = x.permute(0, 3, 1, 2).float()  # (B, 3, H, W), channels_last strides
-        return (x - t["mean"]) / t["std"]
-
-    def batches(self, split: str, device: torch.device, shuffle: bool, seed: int):
-        t = self.tensors(device)
-        if split == "valid":
-            for i in range(self.steps("valid")):
-                part = slice(i * self.valid_batch_size, (i + 1) * self.valid_batch_size)
-                x = t["valid"][part]
-                yield self._normalise(x.flip(2) if self.flip_valid else x, t), t["y_valid"][part]
-            return
-        images, y = t["train"], t["y_train"]
-        n, bs, pad = len(y), self.batch_size, self.pad
-        h, w = images.shape[1] - 2 * pad, images.shape[2] - 2 * pad
-        g = torch.Generator(device=y.device).manual_seed(seed)
-        order = torch.randperm(n, device=y.device, generator=g) if shuffle else \
-            torch.arange(n, device=y.device)
-        dy = torch.randint(0, 2 * pad + 1, (n, 1), device=y.device, generator=g)
-        dx = torch.randint(0, 2 * pad + 1, (n, 1), device=y.device, generator=g)
-        rows = dy + torch.arange(h, device=y.device)  # (N, H) the crop's rows
-        cols = dx + torch.arange(w, device=y.device)  # (N, W) and columns
-        if self.flip:  # a flip is the crop's columns read backwards
-            flipped = torch.rand(n, 1, device=y.device, generator=g) < 0.5
-            cols = torch.where(flipped, cols.flip(1), cols)
-        for i in range(self.steps("train")):
-            take = order[i * bs:(i + 1) * bs]  # (B,)
-            x = images[take[:, None, None], rows[take][:, :, None], cols[take][:, None, :]]
-            yield self._normalise(x, t), y[take]  # x: (B, 3, H, W)
-
-
 # ---------------------------------------------------------------- the runs
 
 @dataclass(frozen=True)
@@ -263,7 +167,7 @@ class Bench:
     """The data on the device and one model instance per architecture and layout, compiled
     once and re-initialised (in place) for every run, so later runs pay no compilation."""
 
-    def __init__(self, data: CifarData, n_classes: int, device: torch.device):
+    def __init__(self, data: ResidentImages, n_classes: int, device: torch.device):
         self.data, self.n_classes, self.device = data, n_classes, device
         self.models: dict[tuple, nn.Module] = {}
         self.warmup_s: dict[str, float] = {}
@@ -300,7 +204,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def flip_tta_accuracy(learn: Learner, data: CifarData) -> float:
+def flip_tta_accuracy(learn: Learner, data: ResidentImages) -> float:
     """Validation accuracy of the mean of the softmax on the images and on their mirror."""
     out, y = learn.get_preds()
     flipped, _ = learn.get_preds(data.with_flipped_valid().batches("valid", learn.device,
@@ -547,7 +451,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     images, labels, classes = load(args.data or SHARED, args.n)
     train_idx, valid_idx = split(labels)
-    data = CifarData(images, labels, train_idx, valid_idx, batch_size=args.batch_size,
+    data = ResidentImages(images, labels, train_idx, valid_idx, batch_size=args.batch_size,
                      valid_batch_size=500)
     print(f"{len(labels)} images decoded in {time.perf_counter() - start:.1f} s", flush=True)
     bench = Bench(data, len(classes), device)

@@ -18,9 +18,10 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -43,6 +44,9 @@ from threeline.vision.scan import (
     show_path,
     skipped_summary,
 )
+
+if TYPE_CHECKING:
+    from threeline.vision.resident import ResidentImages
 
 
 def demo_path(name: str = "dogscats") -> Path:
@@ -84,6 +88,7 @@ class ImageData:
     image_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     multi_label: bool = False  # labels are multi-hot rows (from_csv / from_df with tags)
     notes: list[str] = field(default_factory=list)
+    _resident: Any = field(default=None, init=False, repr=False, compare=False)  # squares.py
 
     @classmethod
     def from_folder(
@@ -246,6 +251,29 @@ class ImageData:
             collate_fn=_collate,
         )
 
+    # ------------------------------ Learner(model, data): from random weights (squares.py)
+
+    def on_device(self, augment: bool = True, flip: bool = True, pad: int | None = None,
+                  max_bytes: int | None = None) -> ResidentImages:
+        """The images decoded once into uint8 on the device, augmented there (crop + flip):
+        :func:`threeline.vision.squares.on_device`. ``Learner(model, data)`` trains on it."""
+        from threeline.vision.squares import on_device
+
+        return on_device(self, augment, flip, pad, max_bytes)
+
+    def batches(self, split: str, device: torch.device, shuffle: bool,
+                seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.on_device().batches(split, device, shuffle, seed)
+
+    def steps(self, split: str) -> int:
+        return self.on_device().steps(split)
+
+    @property
+    def channels(self) -> int:
+        """1 when every image is grayscale, else 3: the model's ``in_channels`` (decodes the
+        images on first use)."""
+        return self.on_device().channels
+
     def report_failure(self, path: str, reason: str) -> None:
         """Note a file that failed to decode (once): add it to ``skipped``, print one line."""
         if Path(path) not in self.skipped:
@@ -338,7 +366,9 @@ def _check_args(root: Path, size, valid_pct, batch_size, num_workers, max_pixels
     if max_pixels is not None and (not isinstance(max_pixels, int) or max_pixels < 1):
         raise ValueError(f"max_pixels must be a positive int or None, got {max_pixels!r}.")
     if size is not None and (not isinstance(size, int) or size < 32):
-        raise ValueError(f"size must be an int of at least 32 pixels (or None), got {size!r}.")
+        raise ValueError(f"size must be an int of at least 32 pixels (or None), got {size!r}. "
+                         f"None trains a model of your own at the images' own size (28 px "
+                         f"digits stay 28 px).")
     if not 0 < valid_pct < 1:
         raise ValueError(f"valid_pct must lie between 0 and 1 (e.g. 0.2), got {valid_pct!r}.")
     if not isinstance(batch_size, int) or batch_size < 1:
