@@ -74,6 +74,18 @@ def test_preprocessing_is_fitted_on_training_rows_only(full, adult):
     assert occupation.classes == sorted(train["occupation"].dropna().unique())
 
 
+def test_bin_edges_span_a_column_dominated_by_one_value(full, adult):
+    """capital_gain is 0 in most rows: its bins are quantiles of the distinct training values,
+    so the gains themselves get many bins (row quantiles gave 3)."""
+    train = adult.iloc[full.rows["train"]]["capital_gain"]
+    assert (train == 0).mean() > 0.9
+    col = full.prep.conts[full.cont_names.index("capital_gain")]
+    edges = np.array(col.edges) * col.std + col.mean  # back to dollars
+    assert len(edges) > 20 and edges.min() == pytest.approx(train.min(), abs=1e-2)
+    assert edges.max() == pytest.approx(train.max(), rel=1e-6)
+    assert np.all(np.diff(edges) > 0)
+
+
 def test_category_only_in_validation_rows_is_unknown(adult_csv, adult):
     only = np.flatnonzero(adult["native_country"].to_numpy() == "Holand-Netherlands")
     assert len(only) == 1  # a country that appears once in Adult

@@ -17,6 +17,7 @@ from threeline.cli import main as cli_main
 from threeline.learner import Learner
 from threeline.saving import ModelFileError
 from threeline.tabular import TabularData, predict_csv, tabular_learner
+from threeline.tabular.gbdt import NET_WEIGHT
 
 matplotlib.use("Agg")
 
@@ -157,10 +158,13 @@ def test_ensemble_trains_both_and_averages(data, adult, tmp_path):
         x = (torch.from_numpy(cats), torch.from_numpy(conts))
         p_net = torch.softmax(model.net.eval()(*x), -1)
         p_gbdt = model.gbdt(*x).exp()
-    np.testing.assert_allclose(both, ((p_net + p_gbdt) / 2).numpy(), rtol=1e-4, atol=1e-6)
+    w = NET_WEIGHT  # the network's fixed share, chosen on training rows only
+    np.testing.assert_allclose(both, (w * p_net + (1 - w) * p_gbdt).numpy(), rtol=1e-4,
+                               atol=1e-6)
     assert net.shape == (100, 2)
     learn.save(tmp_path / "ens")
     loaded = Learner.load(tmp_path / "ens", device="cpu")
+    assert loaded.model.net_weight == w
     pd.testing.assert_frame_equal(loaded.predict(new), learn.predict(new), rtol=1e-5)
 
 

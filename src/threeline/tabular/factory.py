@@ -24,7 +24,8 @@ def tabular_learner(data: TabularData, model: str = "nn", layers: Sequence[int] 
     Args:
         data: a :class:`TabularData`.
         model: "nn" (embeddings + MLP), "gbdt" (LightGBM on the same encoded table) or
-            "ensemble" (both, probabilities averaged).
+            "ensemble" (both, probabilities averaged,
+            the network weighted 0.2: ``gbdt.NET_WEIGHT``).
         layers, ps, emb_drop: the network's hidden widths, dropout, embedding dropout.
         kwargs: to :class:`~threeline.learner.Learner` (``device=``, ``seed=``,
             ``progress=``, ...); ``params=`` (LightGBM's) for "gbdt" and "ensemble".
