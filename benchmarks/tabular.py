@@ -173,6 +173,9 @@ def run_threeline(df, cats, conts, valid_idx, args) -> dict:
 
 
 def run_fastai(df, cats, conts, valid_idx, args) -> dict:
+    import stand_ins
+
+    stand_ins.install()  # fastai imports requests/scipy/sklearn at start-up, never used here
     from fastai.tabular.all import (
         Categorify,
         FillMissing,

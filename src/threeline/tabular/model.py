@@ -12,15 +12,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from threeline.tabular.embedding import GroupedEmbedding, emb_size
 
-def emb_size(n: int) -> int:
-    """Embedding width for a column of ``n`` categories: min(600, round(1.6 n^0.56)).
-
-    Example:
-        >>> emb_size(2), emb_size(10), emb_size(43), emb_size(100_000)
-        (2, 6, 13, 600)
-    """
-    return min(600, round(1.6 * n ** 0.56))
+__all__ = ["PiecewiseLinear", "TabularModel", "emb_size"]
 
 
 class PiecewiseLinear(nn.Module):
@@ -48,10 +42,11 @@ class PiecewiseLinear(nn.Module):
         self.register_buffer("width", width, persistent=False)  # (K, T)
         self.register_buffer("keep", keep.flatten().nonzero().flatten(), persistent=False)
         self.out_features = int(keep.sum())
+        self.all_kept = bool(keep.all())  # every column has T bins: no gather needed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = ((x[:, :, None] - self.left) / self.width).clamp(0, 1)  # (B, K, T)
-        return z.flatten(1)[:, self.keep]  # (B, sum of bins)
+        z = ((x[:, :, None] - self.left) / self.width).clamp(0, 1).flatten(1)  # (B, K * T)
+        return z if self.all_kept else z[:, self.keep]  # (B, sum of bins)
 
 
 class TabularModel(nn.Module):
@@ -85,9 +80,8 @@ class TabularModel(nn.Module):
         ps = [float(ps)] * len(layers) if isinstance(ps, (int, float)) else list(ps)
         if len(ps) != len(layers):
             raise ValueError(f"ps has {len(ps)} values for {len(layers)} layers; give one each.")
-        self.embeds = nn.ModuleList(nn.Embedding(n, emb_size(n)) for n in cardinalities)
-        for e in self.embeds:
-            nn.init.trunc_normal_(e.weight, std=0.01)
+        self.n_cat = len(cardinalities)
+        self.embeds = GroupedEmbedding(cardinalities) if self.n_cat else None
         self.emb_drop = nn.Dropout(emb_drop)
         self.bn_cont = nn.BatchNorm1d(n_cont) if n_cont else None
         self.ple = None
@@ -96,7 +90,7 @@ class TabularModel(nn.Module):
                 raise ValueError(f"cont_edges has {len(cont_edges)} columns for {n_cont} "
                                  "continuous inputs; give one list of edges each.")
             self.ple = PiecewiseLinear(cont_edges)
-        width = sum(e.embedding_dim for e in self.embeds) + n_cont
+        width = (self.embeds.embedding_dim if self.embeds is not None else 0) + n_cont
         width += self.ple.out_features if self.ple is not None else 0
         blocks: list[nn.Module] = []
         for size, p in zip(layers, ps, strict=True):
@@ -110,13 +104,13 @@ class TabularModel(nn.Module):
         self.y_range = None if y_range is None else tuple(float(v) for v in y_range)
 
     def forward(self, cats: torch.Tensor, conts: torch.Tensor) -> torch.Tensor:
-        parts = [e(cats[:, i]) for i, e in enumerate(self.embeds)]  # each (B, E_i)
+        parts = [self.embeds(cats)] if self.embeds is not None else []  # (B, sum E_i)
         if self.bn_cont is not None:
             parts.append(self.bn_cont(conts))  # (B, K)
         if self.ple is not None:
             parts.append(self.ple(conts))  # (B, sum of bins)
         x = torch.cat(parts, dim=1)  # (B, width)
-        if self.embeds:
+        if self.embeds is not None:
             x = self.emb_drop(x)
         out = self.layers(x)  # (B, n_out)
         if self.y_range is not None:
@@ -126,4 +120,4 @@ class TabularModel(nn.Module):
 
     def embedding(self, column: int) -> torch.Tensor:
         """The (n, E) embedding matrix of one categorical column."""
-        return self.embeds[column].weight.detach()
+        return self.embeds.weight(column).detach()

@@ -30,6 +30,7 @@ from threeline.tabular.columns import (
 
 MISSING, UNKNOWN, FIRST = 0, 1, 2  # category codes; the classes start at FIRST
 N_BINS = 32  # quantile bins per continuous column (for the model's piecewise-linear encoding)
+BIN_BUDGET = 512  # bins over all continuous columns: fewer per column past 16 columns
 QUANTILE_SAMPLE = 1_000_000  # training values sampled to place the bin edges
 
 
@@ -109,7 +110,7 @@ class Preprocessor:
                 raise ValueError(f"Date column {name!r} is not among the features; expected "
                                  f"one of {names[:30]}.")
         plan = _plan(cols, names, train_rows, cat, cont, list(dates), max_card)
-        prep = cls(plan[0], plan[1], list(dates), n_bins, names)
+        prep = cls(plan[0], plan[1], list(dates), bins_per_column(len(plan[1]), n_bins), names)
         cats, conts = prep._encode(cols, fit_rows=train_rows)
         return prep, cats, conts
 
@@ -250,6 +251,24 @@ def _fit_cont(col: ContColumn, train: np.ndarray, n_bins: int) -> None:
     std = float(filled.std()) if len(filled) else 0.0
     col.std = std if std > 1e-12 else 1.0
     col.edges = quantile_edges((present - col.mean) / col.std, n_bins)
+
+
+def bins_per_column(n_cont: int, n_bins: int = N_BINS, budget: int = BIN_BUDGET) -> int:
+    """Bins per continuous column: ``n_bins``, cut so all columns together get at most
+    ``budget``; 0 (no piecewise-linear encoding) where that leaves under 2 per column.
+
+    Each bin is one input of the network's first layer. On a table of 100 continuous columns,
+    32 bins each made 3,200 inputs beside ~1,100 from the embeddings: 3x slower training and
+    lower accuracy (the bins' noise drowns the categories' signal; synthetic 200-column table
+    of benchmarks/tabular.py: accuracy 0.6960 with 32 bins, 0.7510 with 4). Up to 16 columns
+    (Adult has 5) keep all 32.
+
+    Example:
+        >>> bins_per_column(5), bins_per_column(100), bins_per_column(300)
+        (32, 5, 0)
+    """
+    per_column = min(n_bins, budget // max(n_cont, 1))
+    return per_column if per_column >= 2 else 0
 
 
 def quantile_edges(values: np.ndarray, n_bins: int) -> list[float]:
