@@ -12,7 +12,7 @@ import torch
 
 from conftest import shared_dataset
 from threeline.collab import CollabData, collab_learner
-from threeline.collab.models import DotProductBias, RowDecay
+from threeline.collab.models import DotProductBias, MemberMean, RowDecay
 from threeline.learner import Learner
 
 
@@ -81,8 +81,8 @@ def test_unknown_ids_get_the_bias_only_prediction(learn):
     code = learn.catalog.item_codes([50])[0]
     with pytest.warns(UserWarning, match=r"1 of 2 pairs .* user 'stranger'.*bias-only"):
         pred = learn.predict([("stranger", 50), (196, 50)])
-    expected = m.y_lo + (m.y_hi - m.y_lo) * torch.sigmoid(
-        m.global_bias + m.item_bias.weight[code, 0]).detach()
+    expected = (m.y_lo + (m.y_hi - m.y_lo) * torch.sigmoid(
+        m.global_bias + m.item_bias.weight[code])).mean().clamp(1, 5).detach()  # members' mean
     assert math.isclose(pred[0], float(expected), rel_tol=1e-5)
     with pytest.warns(UserWarning, match="recommending by item bias only"):
         assert len(learn.recommend("stranger", k=3)) == 3
@@ -116,6 +116,43 @@ def test_row_decay_touches_only_the_rows_of_the_batch():
     model(torch.tensor([1, 2]), torch.tensor([1, 1])).sum().backward()
     grad = model.user_factors.weight.grad
     assert grad[[0, 3, 4, 5]].abs().sum() == 0 and grad[[1, 2]].abs().sum() > 0
+
+
+def test_members_train_as_if_alone_and_predict_their_mean():
+    torch.manual_seed(0)
+    members = torch.randn(8, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(8, dtype=torch.float64)
+    mean = MemberMean.apply(members)
+    torch.testing.assert_close(mean, members.mean(-1))
+    ((mean - target) ** 2).mean().backward()
+    alone = members.detach().clone().requires_grad_()
+    ((alone - target.unsqueeze(-1)) ** 2).mean(0).sum().backward()  # each member's own MSE
+    torch.testing.assert_close(members.grad, alone.grad)
+
+
+def test_members_model_is_the_mean_of_its_dot_products():
+    model = DotProductBias(4, 5, n_factors=3, members=2).eval()
+    with torch.no_grad():
+        model.user_bias.weight.normal_()
+        model.item_bias.weight[1:].normal_()
+    users, items = torch.tensor([1, 2, 4, 0]), torch.tensor([3, 5, 1, 2])
+    p = model.user_factors(users).view(4, 2, 3)
+    q = model.item_factors(items).view(4, 2, 3)
+    raw = (model.global_bias + model.user_bias(users) * (users > 0).unsqueeze(-1)
+           + model.item_bias(items) + (p * q).sum(-1) * (users > 0).unsqueeze(-1))
+    torch.testing.assert_close(model(users, items), model.squash(raw).mean(-1))
+
+
+def test_row_counts_spread_the_decay_evenly(learn, u1):
+    """After fit, each row's decay weight is mean count / count of the training rows."""
+    counts = np.bincount(u1.items[u1.train_idx], minlength=u1.n_items + 1)
+    weights = learn.model.item_decay[:, 0].numpy()
+    seen = counts[1:] > 0
+    np.testing.assert_allclose(weights[1:][seen] * counts[1:][seen],
+                               counts[1:][seen].mean(), rtol=1e-5)
+    rows = torch.ones(2, 3, requires_grad=True)
+    RowDecay.apply(rows, 0.5, torch.tensor([[1.0], [3.0]])).sum().backward()
+    assert rows.grad[:, 0].tolist() == [1.5, 2.5]  # 1 + 2 * 0.5 * w / 2
 
 
 def test_nn_kind_trains_and_lr_find_restores(u1):

@@ -36,7 +36,7 @@ class CollabInterpretation:
         import pandas as pd
 
         _check_n(n)
-        bias = self.learn.model.item_bias.weight.detach().float().cpu().numpy()[:, 0]
+        bias = self.learn.model.item_bias.weight.detach().float().cpu().numpy().mean(1)
         counts = self._counts()
         codes = np.flatnonzero(counts >= min_ratings)
         codes = codes[codes > 0]

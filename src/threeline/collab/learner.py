@@ -1,6 +1,6 @@
 """The collaborative-filtering learner: the core's Learner plus recommend, similar and predict.
 
-    learn = collab_learner(data, n_factors=50)        # dot product + biases; kind="nn" too
+    learn = collab_learner(data, n_factors=50)        # 4 dot products + biases; kind="nn" too
     learn.fit(5e-3, 5)                                # the core's loop and epoch table
     learn.recommend(196, k=10); learn.similar(50, k=5); learn.predict(pairs)
 """
@@ -22,7 +22,8 @@ from threeline.learner import Learner
 from threeline.losses import MSE, from_description
 
 KINDS = ("dot", "nn")
-DEFAULT_WD = {"dot": 0.05, "nn": 0.05}  # L2 on the embedding rows a batch uses
+DEFAULT_WD = {"dot": 0.2, "nn": 0.05}  # L2 on the embedding rows a batch uses
+DEFAULT_MEMBERS = 4  # dot-product models averaged (see threeline.collab.models)
 PREDICT_BATCH = 65_536
 
 
@@ -48,6 +49,13 @@ class CollabLearner(Learner):
 
     def lr_find(self, *args: Any, wd: float | None = None, **kwargs: Any) -> Any:
         return super().lr_find(*args, wd=self._wd(wd), **kwargs)
+
+    def before_fit(self) -> None:
+        """Weight the decay of each user's and item's rows by its count in the training rows."""
+        if self.data is not None and hasattr(self.model, "set_row_counts"):
+            rows = self.data.train_idx
+            self.model.set_row_counts(torch.from_numpy(self.data.users[rows]),
+                                      torch.from_numpy(self.data.items[rows]))
 
     def run_fit(self, lrs: list[float], epochs: int, wd: float, callbacks: list,
                 validate: bool = True) -> list[dict]:
@@ -175,12 +183,16 @@ class CollabLearner(Learner):
 
 def collab_learner(data: CollabData, n_factors: int = 50,
                    y_range: tuple[float, float] | None = None, kind: str = "dot",
-                   layers: Sequence[int] = (100,), dropout: float = 0.1, **kwargs: Any
-                   ) -> CollabLearner:
+                   layers: Sequence[int] = (100,), dropout: float = 0.1,
+                   members: int = DEFAULT_MEMBERS, **kwargs: Any) -> CollabLearner:
     """A learner of ratings: ``kind="dot"`` (dot product + biases) or ``"nn"`` (embedding net).
 
-    ``y_range`` defaults to (lowest rating - 0.5, highest + 0.5); other keyword arguments go
-    to :class:`threeline.learner.Learner` (``device=``, ``seed=``, ``progress=``).
+    ``y_range`` (the sigmoid's range) defaults to the ratings' range widened by half its
+    width on each side ((-1, 7) for ratings 1..5: the sigmoid's nearly straight middle), and
+    predictions out of training are clipped to the ratings' range; ``members``: how many dot
+    products (each with its own biases, trained as if alone) are averaged, for ``kind="dot"``;
+    other keyword arguments go to :class:`threeline.learner.Learner` (``device=``, ``seed=``,
+    ``progress=``).
 
     Example:
         >>> learn = collab_learner(data, n_factors=50, y_range=(0.5, 5.5))  # doctest: +SKIP
@@ -191,11 +203,14 @@ def collab_learner(data: CollabData, n_factors: int = 50,
                         f"{type(data).__name__}.")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
+    low, high = float(data.ratings.min()), float(data.ratings.max())
     if y_range is None:
-        y_range = (float(data.ratings.min()) - 0.5, float(data.ratings.max()) + 0.5)
+        pad = (high - low) / 2 or 0.5
+        y_range = (low - pad, high + pad)
     catalog = Catalog.from_data(data)
     config = {"kind": kind, "n_factors": n_factors, "y_range": [float(v) for v in y_range],
-              "layers": [int(n) for n in layers], "dropout": dropout,
+              "layers": [int(n) for n in layers], "dropout": dropout, "members": members,
+              "clip": [low, high],
               "n_users": data.n_users, "n_items": data.n_items}
     seed = kwargs.get("seed", 0)
     with torch.random.fork_rng(devices=[]):
@@ -208,9 +223,10 @@ def build_model(config: dict, mean: float | None) -> nn.Module:
     """The model a config describes (untrained)."""
     args = (config["n_users"], config["n_items"], config["n_factors"],
             tuple(config["y_range"]), mean)
-    if config["kind"] == "nn":
-        return EmbeddingNN(*args, layers=config["layers"], dropout=config["dropout"])
-    return DotProductBias(*args)
+    model = (EmbeddingNN(*args, layers=config["layers"], dropout=config["dropout"])
+             if config["kind"] == "nn" else DotProductBias(*args, members=config.get("members", 1)))
+    model.clip = tuple(config["clip"]) if config.get("clip") else None
+    return model
 
 
 def rebuild(description: dict, tensors: dict[str, torch.Tensor], device: Any = None,
