@@ -27,7 +27,8 @@ Memory model (bytes), fitted from the ``fine_tune`` rows and stated in the resul
 where base holds Python, torch, the network and a training pass's activations (bounded by
 ``learn.step_memory``), and per_photo the photo's cached activations (2,560 bfloat16 for
 efficientnet_lite0) and its bookkeeping; the decode-once cache adds its bytes while it is held
-in memory (up to a quarter of the machine's memory; beyond, it is spilled to a file).
+in memory (the splits together up to a quarter of the machine's memory, at most 1 GiB; beyond, a
+split is spilled to a file).
 """
 
 from __future__ import annotations
@@ -257,9 +258,10 @@ def fine_tune_table(rows: list[dict]) -> list[str]:
         return []
     out = ["## fine_tune, photos against peak RSS", "",
            "`python3 benchmarks/memory.py fine_tune --counts ... --steps 3`: "
-           "`fine_tune(1, freeze_epochs=1)`, the whole-network stage stopped after 3 steps; the "
-           "decode-once cache at its default (in memory up to a quarter of the machine's "
-           "memory, else a file); the peak so far after each stage.", "",
+           "`fine_tune(1, freeze_epochs=1)`, the whole-network stage stopped after 3 steps "
+           "(so its validation pass does not run); the decode-once caches at their default "
+           "(in memory while both splits together fit a quarter of the machine's memory, at "
+           "most 1 GiB; else a file); the peak so far after each stage.", "",
            "| photos | decode-once cache | decode | precompute | head epoch + 3 steps | "
            "peak after decode | after precompute | peak RSS | decoding worker's peak |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -271,19 +273,19 @@ def fine_tune_table(rows: list[dict]) -> list[str]:
             f"{st['head and steps']['s'] / 60:.1f} min | {st['decode']['peak_mib']:.0f} MiB | "
             f"{st['precompute']['peak_mib']:.0f} MiB | {r['peak_rss_mib']:.0f} MiB | "
             f"{r['workers_peak_mib']:.0f} MiB |")
-    spilled = sorted((r for r in rows if r["cache_in_memory_mib"] == 0),
-                     key=lambda r: r["photos"])
-    if len(spilled) >= 2:
-        small, large = spilled[0], spilled[-1]
-        per = (large["peak_rss_mib"] - small["peak_rss_mib"]) / (large["photos"] - small["photos"])
-        base = small["peak_rss_mib"] - per * small["photos"]
+    if len(rows) >= 2:  # the fit: peak less the pixels held in memory, against photos
+        small, large = (min(rows, key=lambda r: r["photos"]), max(rows, key=lambda r: r["photos"]))
+        net = [r["peak_rss_mib"] - r["cache_in_memory_mib"] for r in (small, large)]
+        per = (net[1] - net[0]) / (large["photos"] - small["photos"])
+        base = net[0] - per * small["photos"]
         at = base + per * 100_000
-        out += ["", f"peak RSS = base + photos x per photo, from the rows with the cache in a "
-                    f"file ({small['photos']:,} and {large['photos']:,} photos): base "
-                    f"{base:.0f} MiB, per photo {per * 1024:.1f} KiB (the cached activations "
-                    f"take 5 KiB: 2,560 bfloat16).", "",
+        out += ["", f"peak RSS = base + photos x per photo + the pixels held in memory (at most "
+                    f"1 GiB), from the {small['photos']:,}- and {large['photos']:,}-photo rows: "
+                    f"base {base:.0f} MiB, per photo {per * 1024:.1f} KiB (the cached "
+                    f"activations take 5 KiB: 2,560 bfloat16).", "",
                 f"At 100,000 photos: {base:.0f} + 100,000 x {per * 1024:.1f} KiB = {at:.0f} MiB "
-                f"({at / 1024:.2f} GiB)."]
+                f"({at / 1024:.2f} GiB) with every pixel in a file; at most 1 GiB more when the "
+                f"photos are few enough for memory."]
     return [*out, ""]
 
 
