@@ -29,6 +29,7 @@ from threeline import ImageData, Learner
 from threeline.models import resnet
 from threeline.vision import squares
 from threeline.vision.resident import ResidentImages, TooLargeError
+from threeline.vision.solve import one_cpu_thread
 from threeline.vision.squares import SquareImage, decode_squares
 
 CLASSES = ("airplane", "automobile", "frog")
@@ -123,22 +124,12 @@ def test_mixed_gray_and_color_files_get_three_channels(folders):
     assert SquareImage(32)(Image.new("LA", (50, 40))).shape == (1, 32, 32)
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy CPU lose a lot to it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def fit(model: nn.Module, data, epochs: int, lr: float) -> tuple[Learner, list[dict]]:
     torch.manual_seed(0)
     learn = Learner(model, data, device="cpu", progress=False)
     learn.checkpoint_dir = False
-    with one_thread(), contextlib.redirect_stdout(io.StringIO()):
+    # tiny models gain nothing from a second thread, and on a busy CPU lose a lot to it
+    with one_cpu_thread(torch.device("cpu")), contextlib.redirect_stdout(io.StringIO()):
         rows = learn.fit(lr, epochs)
     return learn, rows
 
