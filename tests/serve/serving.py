@@ -10,15 +10,18 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 
-def start_server(run_folder: Path, log: Path, *args: str,
-                 timeout: float = 300) -> tuple[subprocess.Popen, str]:
+def start_server(run_folder: Path, log: Path, *args: str, timeout: float = 300,
+                 while_loading: Callable[[httpx.Client, httpx.Response], None] | None = None
+                 ) -> tuple[subprocess.Popen, str]:
     """Start the server on a free port and wait until ``/health`` says ok: (process, url).
+    ``while_loading(client, health)`` runs at each poll that finds the model still loading.
     The caller terminates the process."""
     with log.open("w") as err:
         process = subprocess.Popen(
@@ -30,10 +33,14 @@ def start_server(run_folder: Path, log: Path, *args: str,
         found = re.search(r"http://127\.0\.0\.1:\d+", line)
         assert found, f"the server did not start: {line!r}\n{log.read_text()}"
         url, deadline, status = found.group(0), time.monotonic() + timeout, "unreachable"
-        while time.monotonic() < deadline and status in ("unreachable", "loading"):
-            with contextlib.suppress(httpx.TransportError):
-                status = httpx.get(url + "/health", timeout=60).json()["status"]
-            time.sleep(0.05)
+        with httpx.Client(base_url=url, timeout=60) as client:
+            while time.monotonic() < deadline and status in ("unreachable", "loading"):
+                with contextlib.suppress(httpx.TransportError):
+                    health = client.get("/health")
+                    status = health.json()["status"]
+                    if status == "loading" and while_loading is not None:
+                        while_loading(client, health)
+                time.sleep(0.05)
         assert status == "ok", f"{status}\n{log.read_text()}"
     except BaseException:
         process.terminate()

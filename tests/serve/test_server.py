@@ -9,11 +9,8 @@ test's tmp_path (the path is printed; ``pytest -s`` shows it).
 from __future__ import annotations
 
 import io
-import os
 import re
 import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +19,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from serving import browser
+from serving import browser, start_server
 
 LIMITS = ["--max-pixels", "1000000", "--max-files", "8", "--max-request-mb", "20"]
 
@@ -54,30 +51,14 @@ def run_folder(trained, tmp_path_factory) -> Path:
 def server(run_folder, dogscats_demo, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "server.log"
     photo = _photos(dogscats_demo)["dogs"][0].read_bytes()
-    with log.open("w") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "threeline.serve", str(run_folder), "--port", "0", *LIMITS],
-            stdout=subprocess.PIPE, stderr=err, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    early = []
+
+    def ask_early(client: httpx.Client, health: httpx.Response) -> None:
+        predict = client.post("/predict", files={"file": ("a.jpg", photo)})
+        early.append((health, predict, client.get("/health")))
+
+    process, url = start_server(run_folder, log, *LIMITS, while_loading=ask_early)
     try:
-        line = process.stdout.readline()  # threeline serve: pets at http://127.0.0.1:PORT/ ...
-        found = re.search(r"http://127\.0\.0\.1:\d+", line)
-        assert found, f"the server did not start: {line!r}\n{log.read_text()}"
-        url, early = found.group(0), []
-        deadline = time.monotonic() + 300
-        with httpx.Client(base_url=url, timeout=60) as client:
-            while time.monotonic() < deadline:
-                try:
-                    health = client.get("/health")
-                except httpx.TransportError:
-                    time.sleep(0.05)
-                    continue
-                if health.json()["status"] != "loading":
-                    break
-                predict = client.post("/predict", files={"file": ("a.jpg", photo)})
-                early.append((health, predict, client.get("/health")))
-                time.sleep(0.1)
-        assert health.json()["status"] == "ok", f"{health.text}\n{log.read_text()}"
         yield Server(process, url, early, log)
     finally:
         process.terminate()
