@@ -64,6 +64,14 @@ def _worker_init(worker_id: int) -> None:
         os.nice(10)
 
 
+def by_value(samples: list) -> list:
+    """A decoding worker's chunk of (image, label, failure) with the images as numpy arrays:
+    they leave the worker by value, whereas each tensor would keep a shared-memory file open for
+    as long as it lives (thousands of images exhaust the process's file descriptors, and that
+    memory does not show in its resident size)."""
+    return [(image.numpy(), label, failure) for image, label, failure in samples]
+
+
 # What decoding a bad file can raise (Pillow wraps most, not all, of its decoders' errors).
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
                  MemoryError, Image.DecompressionBombError)

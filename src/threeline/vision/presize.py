@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from threeline.progress import Progress
 from threeline.vision import decode
-from threeline.vision.files import ReportingFiles, default_workers
+from threeline.vision.files import ReportingFiles, _worker_init, by_value, default_workers
 from threeline.vision.images import MAX_PIXELS, load_image
 from threeline.vision.scan import print_failure
 from threeline.vision.transforms import Box, resize_box
@@ -272,24 +272,22 @@ def _decoded(dataset: ReportingFiles, transform: PresizeImage, device: torch.dev
             report(*failure)
         return image
 
-    files, cpu = dataset.files, torch.device("cpu")
+    files = dataset.files
     if _nvjpeg(files, device):
         batches = decode.DecodeBatches(
             files, lambda w, h: presize_box(w, h, transform.short, transform.max_ratio),
             device, fallback=lambda i: checked(*dataset[i]),
             interpolation=transform.interpolation, max_pixels=dataset.max_pixels)
         for chunk in batches(batch_size=256):
-            yield _packed(chunk, device if on_gpu else cpu)
+            yield _packed(chunk, device if on_gpu else torch.device("cpu"))
         return
     workers = default_workers() if num_workers is None else num_workers
     workers = min(workers, max(0, len(files) // 32))
-    loader = DataLoader(dataset, batch_size=16, num_workers=workers, collate_fn=_as_list)
+    loader = DataLoader(dataset, batch_size=16, num_workers=workers, collate_fn=by_value,
+                        worker_init_fn=_worker_init)
     for chunk in loader:  # (image, label, failure) triples, in order
-        images = [checked(*item) for item in chunk]
-        # a worker's tensors arrive in shared memory, one file descriptor each, held for as
-        # long as the tensor lives: copied into one block of this process's memory, they
-        # count in its resident memory, and a large folder cannot run out of descriptors
-        yield _packed(images, cpu) if workers else images
+        yield [checked(torch.from_numpy(image), label, failure)
+               for image, label, failure in chunk]
 
 
 def _packed(images: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
@@ -297,7 +295,3 @@ def _packed(images: list[torch.Tensor], device: torch.device) -> list[torch.Tens
     flat = torch.cat([image.reshape(-1) for image in images]).to(device)
     sizes = [image.numel() for image in images]
     return [part.view(image.shape) for part, image in zip(flat.split(sizes), images, strict=True)]
-
-
-def _as_list(samples: list) -> list:
-    return samples

@@ -22,7 +22,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from threeline.progress import Progress
-from threeline.vision.files import ReportingFiles, _worker_init, default_workers
+from threeline.vision.files import ReportingFiles, _worker_init, by_value, default_workers
 from threeline.vision.images import MAX_PIXELS, load_image
 from threeline.vision.presize import memory_budget
 from threeline.vision.resident import ResidentImages, check_fits, resident_bytes
@@ -89,7 +89,7 @@ def decode_squares(files: Sequence, labels: Sequence[int], size: int, pad: int =
     dataset = ReportingFiles(list(files), labels, SquareImage(size), max_pixels)
     workers = default_workers() if num_workers is None else num_workers
     loader = DataLoader(dataset, batch_size=64, num_workers=min(workers, len(files) // 128),
-                        collate_fn=_as_arrays, worker_init_fn=_worker_init)
+                        collate_fn=by_value, worker_init_fn=_worker_init)
     images: list[torch.Tensor] = []  # each (C, S, S)
     kept: list[int] = []
     failed: list[str] = []
@@ -108,12 +108,6 @@ def decode_squares(files: Sequence, labels: Sequence[int], size: int, pad: int =
             check_fits(projected(channels), budget, "memory")
             bar.update(len(chunk))
     return _stacked(images, channels, size), torch.tensor(kept, dtype=torch.int64), failed
-
-
-def _as_arrays(samples: list) -> list:
-    """A chunk's images as numpy arrays: they come back from a worker by value, whereas each
-    tensor would hold a shared-memory file open (thousands of small images exhaust them)."""
-    return [(image.numpy(), label, failure) for image, label, failure in samples]
 
 
 def _stacked(images: list[torch.Tensor], channels: int, size: int) -> torch.Tensor:
