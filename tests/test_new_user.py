@@ -233,7 +233,9 @@ def test_ctrl_c_three_times_saves_exactly_the_last_checkpoint(dogscats_demo, tmp
         stdout, stderr = proc.communicate(timeout=300)
     finally:
         proc.kill()
-    assert proc.returncode == 130, stderr
+    # 130, or killed by the SIGINT itself when a press lands after Python has put back the
+    # default handler at the very end of its shutdown (a shell shows 130 for both)
+    assert proc.returncode in (130, -signal.SIGINT), stderr
     assert "could not be read back" not in stdout + stderr and "Traceback" not in stderr
     assert "went back to the weights after epoch" in stdout
     saved, last = load_file(str(out / "model.safetensors")), load_file(

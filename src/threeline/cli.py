@@ -20,6 +20,9 @@ in ``threeline.run_folder``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -312,5 +315,21 @@ def _max_pixels_option(parser: argparse.ArgumentParser) -> None:
                              f"bombs (default {MAX_PIXELS:,})")
 
 
+def entry() -> None:
+    """The program: ``threeline ...`` and ``python -m threeline.cli ...``. Runs :func:`main` and
+    exits with its code; a Ctrl-C pressed while the interpreter then shuts down ends it at once
+    with that code, instead of a traceback from some library's clean-up."""
+    code = main()
+
+    def leave(signum: int, frame: object) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+    signal.signal(signal.SIGINT, leave)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
