@@ -11,6 +11,8 @@ Validation is a seeded 5,000-image split (500 per class) of the 50,000 training 
 accuracy with and without flip test-time augmentation. Each configuration also runs as a plain
 PyTorch loop (same model instance, same data on the device, same optimizer, schedule and bf16
 autocast) in the same process, to measure what the library costs over a bare loop.
+`--opt sgd` trains both with SGD, Nesterov momentum 0.9 and L2 weight decay (the classic recipe)
+instead of AdamW.
 
 `--prepare OUT.npz` stores the JPEG files' bytes (about 46 MB for all 50,000, under the 64 MiB a
 GPU run may carry; decoded pixels compressed were 135 MiB), labels and class names; the run
@@ -44,6 +46,7 @@ from threeline.models.resnet import fast_resnet, resnet
 from threeline.vision.resident import ResidentImages
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+OPTIMIZERS = {"adamw": "AdamW", "sgd": "SGD (Nesterov momentum 0.9, L2 weight decay)"}
 
 
 # ---------------------------------------------------------------- reading the images once
@@ -141,6 +144,7 @@ class Config:
     epochs: int = 12
     lr: float = 4e-3
     wd: float = 0.1
+    opt: str = "adamw"  # or "sgd": learn.optimizer, and the bare loop's optimizer
     smoothing: float = 0.2
     compile: bool = True
     channels_last: bool = True
@@ -220,6 +224,7 @@ def run_library(bench: Bench, cfg: Config, model: nn.Module | None = None,
     bench.data.graphable = cfg.graphs
     learn = Learner(model, bench.data, loss=CrossEntropy(label_smoothing=cfg.smoothing),
                     device=bench.device, seed=cfg.seed, progress=False)
+    learn.optimizer = cfg.opt
     if not cfg.checkpoints:
         learn.checkpoint_dir = False
     sync(bench.device)
@@ -237,15 +242,18 @@ def run_library(bench: Bench, cfg: Config, model: nn.Module | None = None,
 
 
 def run_plain(bench: Bench, cfg: Config, model: nn.Module | None = None) -> dict:
-    """The same training as a bare PyTorch loop: same model, batches, AdamW groups, one-cycle
-    shape, bf16 autocast, per-epoch validation (one host wait per epoch), no checkpoints."""
+    """The same training as a bare PyTorch loop: same model, batches, optimizer groups (AdamW,
+    or SGD with Nesterov momentum; no decay on norms and biases), one-cycle shape, bf16
+    autocast, per-epoch validation (one host wait per epoch), no checkpoints."""
     model = model if model is not None else bench.model(cfg)
     data, device = bench.data, bench.device
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.wd},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=(0.9, 0.99), fused=device.type == "cuda")
+    groups = [{"params": decay, "weight_decay": cfg.wd}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = device.type == "cuda"
+    opt = (torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True, fused=fused)
+           if cfg.opt == "sgd" else
+           torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=fused))
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
     total, step, accuracies = data.steps("train") * cfg.epochs, 0, []
@@ -369,7 +377,7 @@ def config_of(entry: dict) -> Config:
 def report(log: list[dict], base: dict, bench: Bench, args: argparse.Namespace,
            info: dict) -> str:
     pct = lambda v: f"{100 * v:.2f} %"  # noqa: E731
-    runs = [[e["mode"], config_of(e).name(), str(e["epochs"]),
+    runs = [[e["mode"], config_of(e).name(), str(e["epochs"]), e["opt"],
              f"{e['lr']:g}", f"{e['wd']:g}", str(e["seed"]),
              "-" if e["mode"] == "plain" else "yes" if e["checkpoints"] else "no",
              f"{e['seconds']:.2f}", pct(e["accuracy"]),
@@ -378,7 +386,8 @@ def report(log: list[dict], base: dict, bench: Bench, args: argparse.Namespace,
              f"`python3 benchmarks/cifar.py {' '.join(info['argv'])}`", "",
              f"torch {torch.__version__}, {info['device_name']}, {info['n_train']} training and "
              f"{info['n_valid']} validation images (seeded per-class split, seed 42), "
-             f"batch {args.batch_size}, label smoothing {base['smoothing']}, AdamW one-cycle. "
+             f"batch {args.batch_size}, label smoothing {base['smoothing']}, "
+             f"{OPTIMIZERS[base['opt']]} one-cycle. "
              "Seconds: the whole `fit` (training, per-epoch validation and, where noted, "
              "checkpoints), compilation excluded (done in a warm-up run before the clock).", ""]
     parts += ["## Time to accuracy (final accuracy with flip TTA, library runs)", ""]
@@ -390,17 +399,20 @@ def report(log: list[dict], base: dict, bench: Bench, args: argparse.Namespace,
         rows.append([pct(target), f"{fast['seconds']:.2f} s" if fast else "not reached",
                      f"{fast['epochs']} epochs, {config_of(fast).name()}" if fast else "-"])
     parts += [table(rows, ["target", "fastest run", "run"]), ""]
-    chosen = [e for e in lib if all(e[k] == base[k] for k in ("lr", "wd", "epochs", "compile",
-                                                                "channels_last", "graphs"))
+    chosen = [e for e in lib if all(e[k] == base[k] for k in ("opt", "lr", "wd", "epochs",
+                                                                "compile", "channels_last",
+                                                                "graphs"))
               and e["checkpoints"]]
     if chosen:
         accs = sorted(e["tta_accuracy"] for e in chosen)
         parts += [f"Chosen configuration over {len(accs)} run(s) (seeds): flip-TTA accuracy "
                   f"{', '.join(pct(a) for a in accs)}.", ""]
-    plain = [e["seconds"] for e in log if e["mode"] == "plain" and e["epochs"] == base["epochs"]]
+    plain = [e["seconds"] for e in log if e["mode"] == "plain" and e["epochs"] == base["epochs"]
+             and e["opt"] == base["opt"]]
     for label, keep in (("library, checkpoints on", True), ("library, no checkpoints", False)):
         same = [e["seconds"] for e in lib if not e["graphs"] and e["checkpoints"] == keep
-                and e["epochs"] == base["epochs"] and e["lr"] == base["lr"]
+                and e["epochs"] == base["epochs"] and e["opt"] == base["opt"]
+                and e["lr"] == base["lr"]
                 and e["wd"] == base["wd"] and e["seed"] == base["seed"]
                 and e["compile"] == base["compile"]
                 and e["channels_last"] == base["channels_last"]]
@@ -412,8 +424,8 @@ def report(log: list[dict], base: dict, bench: Bench, args: argparse.Namespace,
     parts += ["", "Compile and warm-up (once per model and layout): " + ", ".join(
         f"{k}: {v:.1f} s" for k, v in bench.warmup_s.items()), "",
         "## Every run", "",
-        table(runs, ["loop", "model and layout", "epochs", "lr", "wd", "seed", "checkpoints",
-                     "seconds", "accuracy", "flip TTA"]), ""]
+        table(runs, ["loop", "model and layout", "epochs", "optimizer", "lr", "wd", "seed",
+                     "checkpoints", "seconds", "accuracy", "flip TTA"]), ""]
     return "\n".join(parts)
 
 
@@ -428,8 +440,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--arch", default="fast_resnet")
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--lrs", type=float, nargs="+", default=[2e-3, 5e-3, 1e-2])
-    p.add_argument("--wds", type=float, nargs="+", default=[0.05, 0.2])
+    p.add_argument("--opt", choices=["adamw", "sgd"], default="adamw",
+                   help="the optimizer of the library runs and of the bare loop (sgd: Nesterov "
+                        "momentum 0.9, wd is L2)")
+    p.add_argument("--lrs", type=float, nargs="+", default=None,
+                   help="peak rates to try (default: 2e-3 5e-3 1e-2; with --opt sgd 0.1 0.2 0.4)")
+    p.add_argument("--wds", type=float, nargs="+", default=None,
+                   help="weight decays to try (default: 0.05 0.2; with --opt sgd 5e-4 1e-3)")
     p.add_argument("--base-epochs", type=int, default=12)
     p.add_argument("--epochs", type=int, nargs="+", default=[8, 10, 12, 15, 18])
     p.add_argument("--target", type=float, default=0.94)
@@ -443,6 +460,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="'one': a single run of the --arch/--width/--base-epochs/first lr+wd")
     p.add_argument("--tag", default="", help="appended to the result file's name")
     args = p.parse_args(argv)
+    sgd = args.opt == "sgd"
+    args.lrs = args.lrs or ([0.1, 0.2, 0.4] if sgd else [2e-3, 5e-3, 1e-2])
+    args.wds = args.wds or ([5e-4, 1e-3] if sgd else [0.05, 0.2])
     if args.prepare:
         prepare(args.prepare, args.data or SHARED, args.n)
         return
@@ -456,7 +476,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(labels)} images decoded in {time.perf_counter() - start:.1f} s", flush=True)
     bench = Bench(data, len(classes), device)
     base = Config(arch=args.arch, width=args.width, epochs=args.base_epochs, lr=args.lrs[0],
-                  wd=args.wds[0], compile=device.type == "cuda")
+                  wd=args.wds[0], opt=args.opt, compile=device.type == "cuda")
     log: list[dict] = []
     if args.only == "one":
         run(bench, base, log)

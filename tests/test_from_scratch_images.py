@@ -149,6 +149,41 @@ def test_resnet_of_your_own_trains_on_grayscale_images(gray):
     assert rows[-1]["accuracy"] > 0.5  # chance: 1/3
 
 
+def test_your_own_model_predicts_files_and_survives_save_and_load(rgb, gray, tmp_path):
+    model = resnet(depth=10, n_classes=3, small_input=True, width=8)
+    learn, _ = fit(model, rgb, 2, 4e-3)
+    files = rgb.valid.files[:6]
+    probs = learn.predict(files)  # decoded, squared and normalised like the training images
+    logits, _ = learn.get_preds()  # the validation batches: the same files, in order
+    assert probs.shape == (6, 3)
+    assert torch.allclose(probs, logits[:6].softmax(1).cpu(), atol=1e-4)
+    assert torch.allclose(learn.predict(files[0]), probs[:1], atol=1e-5)  # one path
+    learn.save(tmp_path / "mine")
+    again = Learner.load(tmp_path / "mine", model=resnet(depth=10, n_classes=3,
+                                                          small_input=True, width=8),
+                         data=rgb, device="cpu", progress=False)
+    assert torch.allclose(again.predict(files), probs, atol=1e-5)
+    assert again.history == learn.history
+    interp = again.interpret()  # the validation images: top losses, confusion matrix
+    assert interp.confusion_matrix().sum() == len(rgb.valid.files)
+    assert np.isclose(interp.correct.mean(), learn.history[-1]["accuracy"], atol=1e-6)
+    interp.plot_top_losses(4, save=tmp_path / "top.png")
+    assert (tmp_path / "top.png").stat().st_size > 1000
+    # a colour photo for a grayscale model becomes one channel, at the model's size
+    gray_learn = Learner(resnet(depth=9, n_classes=3, width=8, in_channels=1), gray,
+                         device="cpu", progress=False)
+    assert gray_learn.predict(files[:2]).shape == (2, 3)
+    with pytest.raises(TypeError, match="input_batches"):
+        Learner(nn.Linear(2, 2), torch_data(), device="cpu").predict([[0.0, 1.0]])
+
+
+def torch_data():
+    from threeline.batches import TensorData
+
+    y = torch.zeros(4, dtype=torch.long)
+    return TensorData([torch.zeros(4, 2)], y, [torch.zeros(4, 2)], y, batch_size=2)
+
+
 def test_too_large_resident_images_are_refused(folders, monkeypatch):
     data = load(folders["rgb"], size=32)
     with pytest.raises(TooLargeError, match=r"GiB.*smaller size.*Learner\.pretrained"):

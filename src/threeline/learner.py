@@ -90,6 +90,7 @@ class Learner:
         self.interrupted = False  # True when the latest fit ended with Ctrl-C
         self.cuda_graphs = True  # replay graphable steps as a CUDA graph (see graphable())
         self.clip: float | None = None  # clip the gradients' norm at this value
+        self.optimizer = "adamw"  # or "sgd" (Nesterov momentum 0.9; wd is then L2, e.g. 5e-4)
         self.opt: torch.optim.Optimizer | None = None  # the last fit's optimizer
         self.epoch = self.step = self.total_steps = 0
         self._checkpoints = Checkpoints()
@@ -201,10 +202,11 @@ class Learner:
         """Train for ``epochs`` epochs with peak learning rate ``lr``; print one row per epoch.
 
         Args:
-            lr: peak rate (AdamW): one number, one per layer group, or ``slice(lo, hi)``
+            lr: peak rate: one number, one per layer group, or ``slice(lo, hi)``
                 (geometrically spaced from the first group to the last).
             epochs: passes over the training set; with ``cycle_len``, the number of cycles.
-            wd: decoupled weight decay (not applied to norms and biases).
+            wd: weight decay, not applied to norms and biases: decoupled with AdamW, L2 (added
+                to the gradient) with ``learn.optimizer = "sgd"``.
             schedule: ``"one_cycle"`` (default), ``"constant"``, or a function of progress in
                 [0, 1] returning a multiplier of ``lr``.
             cycle_len, cycle_mult: SGDR: ``epochs`` cosine cycles, the first ``cycle_len``
@@ -218,6 +220,7 @@ class Learner:
             raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}.")
         if isinstance(wd, bool) or not isinstance(wd, (int, float)) or wd < 0:
             raise ValueError(f"wd must be a number >= 0, got {wd!r}.")
+        optim.check_name(self.optimizer)
         lrs = optim.group_lrs(lr, len(self.layer_groups()))
         if cycle_len is not None:
             if schedule is not None:
@@ -241,7 +244,8 @@ class Learner:
         graphed = (self.cuda_graphs and self.device.type == "cuda" and self.graphable()
                    and self.world.size == 1)
         self._step_module = distributed.wrap(module, self.world, self.device)
-        self.opt = optim.adamw(self.layer_groups(), lrs, wd, self.device, capturable=graphed)
+        self.opt = optim.make(self.optimizer, self.layer_groups(), lrs, wd, self.device,
+                              capturable=graphed)
         step = (GraphStep(module, self.loss, self.opt, lambda: self.autocast(module))
                 if graphed else self.train_step)
         steps = self.steps_per_process()
@@ -332,13 +336,39 @@ class Learner:
         have_targets = all(t is not None for t in targets)
         return torch.cat(outs), torch.cat(targets) if have_targets else None
 
+    def predict(self, inputs: Sequence) -> torch.Tensor:
+        """Activated outputs (probabilities for a classifier) for raw inputs, in their order,
+        on the CPU: the data makes the batches (``data.input_batches``; image files for an
+        ImageData, decoded and normalised like its training images).
+
+        Example:
+            >>> learn.predict(["cat.jpg", "dog.jpg"])  # doctest: +SKIP
+        """
+        data = self._need_data()
+        if not hasattr(data, "input_batches"):
+            raise TypeError(f"{type(data).__name__} cannot make batches of raw inputs (it has no "
+                            f"input_batches): call learn.get_preds([(x, None), ...]) instead.")
+        inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+        out, _ = self.get_preds(data.input_batches(inputs, self.device))
+        return self.loss.activation(out).cpu()
+
+    def interpret(self):
+        """What the model gets right and wrong on the validation set, as the data shows it
+        (``data.interpret(learn)``; an ImageData gives top losses and a confusion matrix)."""
+        data = self._need_data()
+        if not hasattr(data, "interpret"):
+            raise TypeError(f"{type(data).__name__} has no interpretation (no interpret method); "
+                            f"use learn.get_preds() for the raw outputs and targets.")
+        return data.interpret(self)
+
     def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100,
                 mode: str = "exp", wd: float = 0.01) -> lr_finder.LRFinderResult:
         """Train briefly with a growing learning rate and record the loss; suggest a rate.
 
         A short :meth:`fit` with one more callback; the model, the optimizer and the random
-        state are restored exactly afterwards.
+        state are restored exactly afterwards. It trains with ``learn.optimizer``, as fit does.
         """
+        optim.check_name(self.optimizer)
         return lr_finder.lr_find(self, start_lr, end_lr, num_it, mode, wd)
 
     # ----------------------------------------------------------------- checkpoints

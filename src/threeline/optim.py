@@ -1,8 +1,10 @@
-"""The optimizer: AdamW over layer groups, one peak rate per group, no decay on norms and biases.
+"""The optimizer: AdamW (or SGD with Nesterov momentum) over layer groups, one peak rate per
+group, no decay on norms and biases.
 
     groups = [list(body.parameters()), list(head.parameters())]   # from input to output
     lrs = group_lrs(slice(1e-4, 1e-2), len(groups))                # [1e-4, 1e-2]
     opt = adamw(groups, lrs, wd=0.01, device=torch.device("cuda"))
+    opt = make("sgd", groups, lrs, wd=5e-4, device=torch.device("cuda"))
 """
 
 from __future__ import annotations
@@ -85,12 +87,9 @@ def optimizer_groups(groups: list[list[nn.Parameter]], lrs: list[float],
     return out
 
 
-def adamw(groups: list[list[nn.Parameter]], lrs: list[float], wd: float,
-          device: torch.device, capturable: bool = False) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters of ``groups``; fused (one kernel) on CUDA.
-
-    ``capturable``: for a CUDA graph (state and rates as GPU tensors, set with :func:`set_lr`).
-    """
+def _trainable_groups(groups: list[list[nn.Parameter]], lrs: list[float], wd: float,
+                      device: torch.device, capturable: bool) -> list[dict]:
+    """:func:`optimizer_groups`, checked not empty; rates as GPU tensors when ``capturable``."""
     param_groups = optimizer_groups(groups, lrs, wd)
     if not param_groups:
         raise ValueError("Nothing to train: every parameter is frozen. Call learn.unfreeze() "
@@ -98,10 +97,59 @@ def adamw(groups: list[list[nn.Parameter]], lrs: list[float], wd: float,
     if capturable:
         for group in param_groups:
             group["lr"] = torch.tensor(float(group["lr"]), device=device)
-        return torch.optim.AdamW(param_groups, lr=param_groups[-1]["lr"], betas=BETAS,
-                                 fused=True, capturable=True)
-    return torch.optim.AdamW(param_groups, lr=lrs[-1], betas=BETAS,
-                             fused=device.type == "cuda")
+    return param_groups
+
+
+def adamw(groups: list[list[nn.Parameter]], lrs: list[float], wd: float,
+          device: torch.device, capturable: bool = False) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters of ``groups``; fused (one kernel) on CUDA.
+
+    ``capturable``: for a CUDA graph (state and rates as GPU tensors, set with :func:`set_lr`).
+    """
+    param_groups = _trainable_groups(groups, lrs, wd, device, capturable)
+    return torch.optim.AdamW(param_groups, lr=param_groups[-1]["lr"], betas=BETAS,
+                             fused=capturable or device.type == "cuda", capturable=capturable)
+
+
+def sgd(groups: list[list[nn.Parameter]], lrs: list[float], wd: float, device: torch.device,
+        capturable: bool = False, momentum: float = 0.9) -> torch.optim.SGD:
+    """SGD with Nesterov momentum over the trainable parameters of ``groups``; fused on CUDA.
+
+    ``wd`` is L2 added to the gradient (PyTorch's SGD ``weight_decay``, e.g. 5e-4), not on norms
+    and biases. ``capturable``: rates as GPU tensors for a CUDA graph (set with :func:`set_lr`).
+
+    Example:
+        >>> opt = sgd([list(nn.Linear(3, 2).parameters())], [0.1], 5e-4, torch.device("cpu"))
+        >>> opt.defaults["nesterov"], [g["weight_decay"] for g in opt.param_groups]
+        (True, [0.0005, 0.0])
+    """
+    param_groups = _trainable_groups(groups, lrs, wd, device, capturable)
+    return torch.optim.SGD(param_groups, lr=param_groups[-1]["lr"], momentum=momentum,
+                           nesterov=True, fused=device.type == "cuda")
+
+
+OPTIMIZERS = {"adamw": adamw, "sgd": sgd}
+
+
+def check_name(name: str) -> None:
+    """Raise a ValueError unless ``name`` is one of :data:`OPTIMIZERS`."""
+    if not isinstance(name, str) or name not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {name!r}; expected 'adamw' or 'sgd'. Set "
+                         f"learn.optimizer = 'adamw' (the default) or 'sgd' (Nesterov momentum "
+                         f"0.9; wd is then L2, e.g. 5e-4).")
+
+
+def make(name: str, groups: list[list[nn.Parameter]], lrs: list[float], wd: float,
+         device: torch.device, capturable: bool = False) -> torch.optim.Optimizer:
+    """The optimizer ``name`` ("adamw" or "sgd") over ``groups``: :func:`adamw` or :func:`sgd`.
+
+    Example:
+        >>> opt = make("sgd", [list(nn.Linear(3, 2).parameters())], [0.1], 0.0, torch.device("cpu"))
+        >>> type(opt).__name__
+        'SGD'
+    """
+    check_name(name)
+    return OPTIMIZERS[name](groups, lrs, wd, device, capturable)
 
 
 def set_lr(group: dict, value: float) -> None:

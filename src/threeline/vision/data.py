@@ -268,6 +268,22 @@ class ImageData:
     def steps(self, split: str) -> int:
         return self.on_device().steps(split)
 
+    def interpret(self, learn) -> Any:
+        """``Learner(model, data).interpret()``: the validation images' predictions as a
+        :class:`threeline.vision.interpret.Interpretation` (top losses, confusion matrix)."""
+        from threeline.vision.interpret import Interpretation
+
+        logits, _ = learn.get_preds()  # (N, C), the validation images in order
+        return Interpretation(logits.float().log_softmax(1).cpu().numpy(), self.valid.labels,
+                              self.valid.files, self.classes)
+
+    def input_batches(self, inputs: Sequence, device: torch.device) -> Iterator:
+        """Files (or PIL images) as batches for ``Learner(model, data).predict``, decoded and
+        normalised like the training images (:func:`threeline.vision.squares.input_batches`)."""
+        from threeline.vision.squares import input_batches
+
+        return input_batches(self, inputs, device)
+
     @property
     def channels(self) -> int:
         """1 when every image is grayscale, else 3: the model's ``in_channels`` (decodes the

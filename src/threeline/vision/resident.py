@@ -242,6 +242,19 @@ class ResidentImages:
         mean, std = self._stats_on(device)
         return (x.permute(0, 3, 1, 2).float() - mean) / std
 
+    def input_batches(self, images: torch.Tensor, device: torch.device,
+                      ) -> Iterator[tuple[torch.Tensor, None]]:
+        """New (N, H, W, C) uint8 images as normalised batches like the validation ones (no
+        targets): what :meth:`threeline.learner.Learner.predict` feeds the model."""
+        if images.ndim != 4 or tuple(images.shape[1:]) != (*self.size, self.channels):
+            raise ValueError(f"images must be (N, {self.size[0]}, {self.size[1]}, "
+                             f"{self.channels}) uint8 like the training ones, got "
+                             f"{tuple(images.shape)}.")
+        bs = self.valid_batch_size
+        for i in range(0, len(images), bs):
+            x = images[i:i + bs].to(device, non_blocking=True)  # (B, H, W, C)
+            yield self._normalise(x.flip(2) if self.flip_valid else x, device), None
+
     def _valid_batches(self, device: torch.device) -> Iterator[Batch]:
         images = self._split_on("valid", device)  # (M, H, W, C)
         y = self._on("y-valid", device, lambda: self.labels[self.index["valid"]].to(device))

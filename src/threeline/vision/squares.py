@@ -14,7 +14,7 @@ Each image's shorter side is resized to ``size`` (antialiased bicubic, by torch)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -145,6 +145,23 @@ def on_device(data: ImageData, augment: bool = True, flip: bool = True, pad: int
         data._resident = _decoded(data, size, pad, max_bytes)
     return data._resident.options(batch_size=data.batch_size, pad=pad, flip=flip,
                                   augment=augment, max_bytes=max_bytes)
+
+
+def input_batches(data: ImageData, files: Sequence, device: torch.device
+                  ) -> Iterator[tuple[torch.Tensor, None]]:
+    """Image files (or PIL images) decoded like ``data``'s training images (same square size,
+    same channels) and normalised by the same statistics, in batches without targets."""
+    resident = on_device(data)
+    square = SquareImage(resident.size[0])
+    images = []
+    for source in files:
+        x = square(source)  # (1 or 3, S, S)
+        if x.shape[0] == 3 and resident.channels == 1:  # a colour file for a gray model
+            weights = torch.tensor([299, 587, 114], dtype=torch.int32)[:, None, None]
+            x = ((x.int() * weights).sum(0, keepdim=True) // 1000).to(torch.uint8)
+        images.append(x)
+    stacked = _stacked(images, resident.channels, resident.size[0])  # (N, S, S, C)
+    return resident.input_batches(stacked, device)
 
 
 def _decoded(data: ImageData, size: int, pad: int, max_bytes: int | None) -> ResidentImages:
