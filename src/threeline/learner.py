@@ -22,18 +22,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from threeline import distributed, lr_finder, optim, saving, schedules
+from threeline import distributed, lr_finder, optim, schedules
 from threeline.callbacks import Callback, CancelFit, SaveCheckpoints, ScheduleRates, ShowEpochs
 from threeline.checkpoints import Checkpoints
 from threeline.devices import as_device
 from threeline.graph_step import GraphStep
+from threeline.learner_state import LearnerState
 from threeline.losses import CrossEntropy, Loss
 from threeline.metrics import Accumulator, Metric
 
 Splitter = Callable[[nn.Module], list[list[nn.Parameter]]]
 
 
-class Learner:
+class Learner(LearnerState):
     """Trains and uses any ``nn.Module`` on data that yields batches (see ``docs/core.md``).
 
     Args:
@@ -386,70 +387,6 @@ class Learner:
             self._checkpoints = Checkpoints(enabled=False)
         else:
             self._checkpoints = Checkpoints(None if folder in (None, True) else folder)
-
-    # ----------------------------------------------------------------- saving
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Every tensor that :meth:`save` writes."""
-        return dict(self.model.state_dict())
-
-    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Copy saved tensors into the model, in place (same architecture)."""
-        try:
-            self.model.load_state_dict(tensors, strict=True)
-        except RuntimeError as err:
-            raise saving.ModelFileError(
-                f"The saved weights do not fit this model ({str(err).splitlines()[0][:160]}); "
-                f"build the same architecture, or save the model again.") from err
-
-    def static_state_prefixes(self) -> tuple[str, ...]:
-        """State keys that cannot change during the current fit (copied once for checkpoints)."""
-        return ()
-
-    def describe(self) -> dict:
-        """JSON that rebuilds this learner: ``"application"`` names the package whose
-        ``rebuild(description, tensors, ...)`` does it (None: a model of your own)."""
-        return {"application": None, "model": type(self.model).__name__,
-                "loss": self.loss.describe()}
-
-    def snapshot(self, reuse: dict[str, torch.Tensor] | None = None,
-                 **extra) -> tuple[dict[str, torch.Tensor], dict]:
-        """CPU copies of the tensors and the description, taken now. ``reuse``: tensors of an
-        earlier snapshot kept as they are (under :meth:`static_state_prefixes`)."""
-        static = self.static_state_prefixes()
-        tensors = {k: v.detach().to("cpu", copy=True)
-                   for k, v in self.state_dict().items()
-                   if not (reuse and static and k.startswith(static))}
-        info = self.describe() | {"history": self.history} | extra
-        return (reuse or {}) | tensors, info
-
-    def save(self, path: str | os.PathLike, **extra) -> Path:
-        """Save as ``path.safetensors`` + ``path.json`` (no pickle); returns the weights' path.
-        With several processes, only rank 0 writes (the others hold the same weights)."""
-        if not self.world.main:
-            return saving.model_paths(path)[0]
-        return saving.write_model(path, *self.snapshot(**extra))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, model: nn.Module | None = None, **kwargs) -> Learner:
-        """A learner from :meth:`save` files (or a run folder holding ``model.*``).
-
-        Models of an application (images, tables, ...) rebuild themselves from their JSON;
-        a model of your own needs ``model=`` (the same architecture, freshly built). Other
-        keyword arguments go to the application's rebuild (``device=``, ``data=``, ...).
-        """
-        info, tensors = saving.read_model(path)
-        if model is not None:
-            learn = cls(model, kwargs.pop("data", None), **kwargs)
-            learn.load_state_dict(tensors)
-            learn.history = list(info.get("history") or [])
-            return learn
-        app = info.get("application")
-        if not isinstance(app, str) or not app.startswith("threeline."):
-            raise saving.ModelFileError(
-                f"{saving.model_paths(path)[1]} holds a model of your own ({info.get('model')}); "
-                f"pass it: Learner.load(path, model=YourModel(...)).")
-        return _application(app).rebuild(info, tensors, **kwargs)
 
     # ------------------------------------------- applications (imported when first used)
 
