@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from threeline import ImageData, Learner
-from threeline.vision.interpret import (
-    Interpretation,
+from threeline.vision.interpret import Interpretation
+from threeline.vision.selection import (
     most_correct,
     most_incorrect,
     most_uncertain,
