@@ -22,7 +22,7 @@ the labels to the trained model (imports and weight conversion off the clock):
 All runs share one seeded 20 % validation split (``--split-seed``); ``--seeds`` varies the
 training seed. Every method's validation probabilities are scored the same way: F2 averaged over
 samples (Kaggle Planet's), at 0.5, and at per-label thresholds **cross-fitted** on the validation
-set (tuned with ``threeline.vision.multilabel.tune_thresholds`` on one half, applied to the
+set (tuned with ``threeline.vision.label_scores.tune_thresholds`` on one half, applied to the
 other, and back), so no image is scored with thresholds tuned on it; "tuned" (thresholds chosen
 on the whole validation set, as ``learn.tune_thresholds()`` does) is optimistic. Per-label F1 is
 at the cross-fitted thresholds. Writes ``multilabel-<machine>-<date>.md`` and ``.json`` to
@@ -329,18 +329,18 @@ def fastai_run(spec: dict, split: dict) -> dict:
 
 def score(probs: np.ndarray, targets: np.ndarray, classes: list[str]) -> dict:
     """F2 at 0.5, cross-fitted and tuned; per-label F1 at the cross-fitted thresholds."""
-    from threeline.vision import multilabel as ML
+    from threeline.vision import label_scores as scores
 
     halves = np.array_split(np.random.default_rng(0).permutation(len(targets)), 2)
     preds = np.zeros(targets.shape, dtype=bool)
     for fit_on, apply_to in (halves, halves[::-1]):
-        t = ML.tune_thresholds(probs[fit_on], targets[fit_on])
-        preds[apply_to] = ML.decide(probs[apply_to], t)
-    tuned = ML.tune_thresholds(probs, targets)
-    per_label = ML.label_metrics(preds, targets, classes)
-    return {"f2_05": ML.fbeta_samples(probs, targets, 0.5),
-            "f2_cross": float(ML.fbeta_per_sample(preds, targets).mean()),
-            "f2_tuned": ML.fbeta_samples(probs, targets, tuned),
+        t = scores.tune_thresholds(probs[fit_on], targets[fit_on])
+        preds[apply_to] = scores.decide(probs[apply_to], t)
+    tuned = scores.tune_thresholds(probs, targets)
+    per_label = scores.label_metrics(preds, targets, classes)
+    return {"f2_05": scores.fbeta_samples(probs, targets, 0.5),
+            "f2_cross": float(scores.fbeta_per_sample(preds, targets).mean()),
+            "f2_tuned": scores.fbeta_samples(probs, targets, tuned),
             "f1": {c: per_label[c]["f1"] for c in classes}}
 
 

@@ -15,6 +15,7 @@ import torch
 from conftest import shared_dataset
 from threeline import ImageData, Learner
 from threeline.losses import BinaryCrossEntropy, CrossEntropy
+from threeline.vision import label_scores as scores
 from threeline.vision import labels as L
 from threeline.vision import multilabel as ML
 
@@ -159,7 +160,7 @@ def test_fit_shows_f2_and_beats_predicting_every_label(learn):
     assert isinstance(learn.loss, BinaryCrossEntropy) and learn.multi_label
     assert {"f2", "accuracy_multi"} <= set(row)
     targets = np.asarray(learn.data.valid.labels)
-    every_label = ML.fbeta_samples(np.ones(targets.shape), targets, 0.5)
+    every_label = scores.fbeta_samples(np.ones(targets.shape), targets, 0.5)
     assert row["f2"] >= every_label + 0.1, (row, every_label)
     assert row["accuracy_multi"] >= 0.8
 
@@ -168,13 +169,13 @@ def test_tuned_thresholds_are_used_by_the_table_and_saved_with_the_model(learn, 
     probs = learn.predict()  # (N, L) independent probabilities
     targets = np.asarray(learn.data.valid.labels)
     assert probs.shape == targets.shape and probs.min() >= 0 and probs.max() <= 1
-    at_half = ML.fbeta_samples(probs, targets, 0.5)
+    at_half = scores.fbeta_samples(probs, targets, 0.5)
     old = learn.loss.thresholds
     try:
         tuned = learn.tune_thresholds()
         assert tuned.shape == (5,) and np.allclose(learn.loss.thresholds.numpy(), tuned)
-        assert ML.fbeta_samples(probs, targets, tuned) >= at_half
-        assert learn.validate()["f2"] == pytest.approx(ML.fbeta_samples(probs, targets, tuned),
+        assert scores.fbeta_samples(probs, targets, tuned) >= at_half
+        assert learn.validate()["f2"] == pytest.approx(scores.fbeta_samples(probs, targets, tuned),
                                                        abs=1e-5)
         assert learn.describe()["loss"]["thresholds"] == pytest.approx(tuned.tolist())
         learn.save(tmp_path / "model")
@@ -183,7 +184,7 @@ def test_tuned_thresholds_are_used_by_the_table_and_saved_with_the_model(learn, 
         chip = learn.data.valid.files[:2]
         assert np.allclose(loaded.predict(chip), learn.predict(chip), atol=1e-5)
         rows = ML.prediction_rows(loaded, chip, loaded.predict(chip))
-        above = ML.decide(loaded.predict(chip), tuned)
+        above = scores.decide(loaded.predict(chip), tuned)
         assert {(r[0], r[1]) for r in rows if r[1] != "(none)"} == {
             (str(chip[i]), learn.classes[j]) for i, j in zip(*np.nonzero(above), strict=True)}
     finally:
@@ -282,10 +283,10 @@ def test_thresholds_are_tuned_per_label_on_arrays():
     targets = (rng.random((400, 3)) < [0.5, 0.2, 0.1]).astype(int)
     # label 2's probabilities are shifted low: its best threshold is lower than the others'
     probs = np.clip(targets * 0.6 + rng.random((400, 3)) * 0.4 - [0, 0, 0.35], 0.001, 0.999)
-    tuned = ML.tune_thresholds(probs, targets)
+    tuned = scores.tune_thresholds(probs, targets)
     assert tuned[2] < tuned[0]
-    assert ML.fbeta_samples(probs, targets, tuned) >= ML.fbeta_samples(probs, targets, 0.5)
-    assert ML.fbeta_samples(probs, targets, tuned) == pytest.approx(1.0)
+    assert scores.fbeta_samples(probs, targets, tuned) >= scores.fbeta_samples(probs, targets, 0.5)
+    assert scores.fbeta_samples(probs, targets, tuned) == pytest.approx(1.0)
 
 
 
