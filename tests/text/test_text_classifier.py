@@ -32,8 +32,8 @@ def test_awd_lstm_route_end_to_end(tmp_path):
                             batch_size=16, device="cpu", progress=False)
     learn.checkpoint_dir = False
     rows = learn.fine_tune(3, lm_epochs=1)
-    assert len(rows) == 3 and learn.language_model.history
-    lm_encoder = learn.language_model.model.encoder
+    assert len(rows) == 3 and learn.lm.history
+    lm_encoder = learn.lm.model.encoder
     assert not torch.equal(lm_encoder.embed.weight, learn.model.encoder.embed.weight)  # tuned
     texts = ["A masterpiece.", "Two hours I will never get back.", data.valid_texts[-1]]
     preds = learn.predict(texts)
@@ -43,7 +43,7 @@ def test_awd_lstm_route_end_to_end(tmp_path):
     loaded = Learner.load(tmp_path / "clf", device="cpu")
     assert np.allclose(loaded.predict(texts), preds, atol=1e-5)
     assert loaded.classes == ["neg", "pos"]
-    learn.language_model.save_encoder(tmp_path / "enc")
+    learn.lm.save_encoder(tmp_path / "enc")
     again = text_classifier(data, encoder=tmp_path / "enc", device="cpu", progress=False)
     assert torch.equal(again.model.encoder.embed.weight, lm_encoder.embed.weight)
     assert again.lm_trained

@@ -45,6 +45,7 @@ class TextLearner(Learner):
         self.max_len, self.clip, self.lm_config = max_len, clip, lm_config
         self.name = "language_model" if kind == "lm" else "text_classifier"
         self.lm_trained = kind == "lm" or lm_config is None
+        self.lm: TextLearner | None = None  # the language model fine_tune trained, if any
 
     # ---- training ----------------------------------------------------------------------
 
@@ -99,7 +100,7 @@ class TextLearner(Learner):
             lm.checkpoint_dir = False
         lm.fit(lr, epochs or default_lm_epochs(lm))
         self.model.encoder.load_state_dict(lm.model.encoder.state_dict())
-        self.lm_trained, self.language_model = True, lm
+        self.lm_trained, self.lm = True, lm
         return lm
 
     # ---- using it ----------------------------------------------------------------------
