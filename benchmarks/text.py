@@ -246,7 +246,15 @@ def predict_task(args, clock: Clock) -> list[str]:
     for route in args.routes:
         learn = text_classifier(data, encoder=route, device=args.device)
         learn.predict(texts[:8])  # warm up
-        clock(f"{route}: predict {len(texts)}", lambda lrn=learn: lrn.predict(texts))
+        int8 = learn.device.type == "cpu" and route == "awd_lstm"  # see threeline.text.int8
+        fast = clock(f"{route}: predict {len(texts)}" + (" (int8 copy)" if int8 else ""),
+                     lambda lrn=learn: lrn.predict(texts))
+        if int8:  # the float model in the same run, and how far apart the two are
+            learn.cpu_int8 = False
+            exact = clock(f"{route}: predict {len(texts)} (float)",
+                          lambda lrn=learn: lrn.predict(texts))
+            out.append(f"{route}: int8 against float, largest probability difference "
+                       f"{np.abs(np.exp(fast) - np.exp(exact)).max():.5f} (untrained weights)")
     return out
 
 

@@ -39,6 +39,14 @@ def test_awd_lstm_route_end_to_end(tmp_path):
     preds = learn.predict(texts)
     assert preds.shape == (3, 2) and np.allclose(np.exp(preds).sum(1), 1, atol=1e-5)
     assert np.allclose(learn.predict(texts[::-1]), preds[::-1], atol=1e-5)
+    # on a CPU predict runs an int8 copy of the recurrent model: close to the float model
+    fast = learn.predict(data.valid_texts)
+    assert "quantized" in type(learn._int8.module.encoder.layers[0]).__module__
+    learn.cpu_int8 = False
+    exact = learn.predict(data.valid_texts)
+    learn.cpu_int8 = True
+    assert np.abs(np.exp(fast) - np.exp(exact)).max() < 0.02
+    assert (fast.argmax(1) == exact.argmax(1)).mean() >= 0.95
     learn.save(tmp_path / "clf")
     loaded = Learner.load(tmp_path / "clf", device="cpu")
     assert np.allclose(loaded.predict(texts), preds, atol=1e-5)
@@ -49,6 +57,10 @@ def test_awd_lstm_route_end_to_end(tmp_path):
     assert again.lm_trained
     with pytest.raises(ValueError, match="neither 'awd_lstm', 'minilm' nor"):
         text_classifier(data, encoder=tmp_path / "nothing")
+    before = learn._int8.module
+    learn.fit(1e-3, 1)  # new weights: the next predict makes a new int8 copy
+    assert not np.allclose(learn.predict(texts), preds, atol=1e-5)
+    assert learn._int8.module is not before
 
 
 def test_minilm_route_learns_and_explains(tmp_path):

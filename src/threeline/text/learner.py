@@ -28,6 +28,7 @@ from threeline.models import rnn
 from threeline.text import tokens as T
 from threeline.text.batches import DocBatches, StreamBatches
 from threeline.text.data import TextData
+from threeline.text.int8 import Int8Copy
 
 APPLICATION = "threeline.text"
 CHAR_DEFAULTS = dict(n_layers=2, hidden=512, dropout=0.2)
@@ -46,6 +47,8 @@ class TextLearner(Learner):
         self.name = "language_model" if kind == "lm" else "text_classifier"
         self.lm_trained = kind == "lm" or lm_config is None
         self.lm: TextLearner | None = None  # the language model fine_tune trained, if any
+        self.cpu_int8 = True  # predict on a CPU with int8 weights (recurrent models; int8.py)
+        self._int8 = Int8Copy()
 
     # ---- training ----------------------------------------------------------------------
 
@@ -143,7 +146,9 @@ class TextLearner(Learner):
                             f"{type(texts[bad[0]]).__name__}.")
         order = np.argsort([len(t) for t in texts], kind="stable")
         docs = self.encode([texts[i] or " " for i in order])
-        out, _ = self.get_preds(docs.batches("valid", self.device, False, 0))
+        int8 = (self._int8.of(self.model) if self.cpu_int8 and self.device.type == "cpu"
+                and isinstance(self.model, rnn.RNNClassifier) else None)
+        out, _ = self.get_preds(docs.batches("valid", self.device, False, 0), module=int8)
         logp = torch.log_softmax(out.float(), -1).cpu().numpy()
         result = np.empty_like(logp)
         result[order] = logp
