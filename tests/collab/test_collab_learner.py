@@ -12,6 +12,8 @@ import torch
 
 from conftest import shared_dataset
 from threeline.collab import CollabData, collab_learner
+from threeline.collab import learner as learner_module
+from threeline.collab.implicit import IMPLICIT_WD, Implicit
 from threeline.collab.models import DotProductBias, MemberMean, RowDecay
 from threeline.learner import Learner
 
@@ -66,7 +68,7 @@ def test_recommend_skips_rated_items_and_sorts(learn, u1):
 
 def test_similar_is_embedding_cosine(learn):
     sims = learn.similar(50, k=5)  # Star Wars
-    vectors = learn.model.item_factors.weight.detach().numpy()
+    vectors = learn.model.item_vectors().detach().numpy()  # q_i with the implicit sums
     code = learn.catalog.item_codes([50])[0]
     cos = vectors @ vectors[code] / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(
         vectors[code]) + 1e-12)
@@ -100,6 +102,59 @@ def test_save_and_load_give_the_same_answers(learn, tmp_path):
     np.testing.assert_array_equal(loaded.predict(pairs), learn.predict(pairs))
     pd.testing.assert_frame_equal(loaded.recommend(196, k=5), learn.recommend(196, k=5))
     assert loaded.recommend(196, k=1)["title"].iloc[0] != "", "titles travel with the model"
+
+
+def test_default_model_trains_saves_and_loads(u1, tmp_path):
+    """collab_learner(data) as it comes: 2 dot products with implicit feedback on both sides."""
+    learn = collab_learner(u1, device="cpu", progress=False)
+    learn.checkpoint_dir = False
+    assert learn.config["implicit"] and learn.config["members"] == 2
+    learn.fit(2e-2, 2)
+    assert learn.history[-1]["rmse"] < 0.97, learn.history
+    model = learn.model
+    # who rated what comes from the training rows only (u1.test's pairs stay unseen)
+    assert len(model.user_implicit.cols) == len(model.item_implicit.cols) == len(u1.train_idx)
+    assert model.user_implicit.factors.weight.abs().sum() > 0  # the sums were trained
+    learn.save(tmp_path / "default")
+    loaded = Learner.load(tmp_path / "default", device="cpu")
+    assert loaded.config == learn.config and loaded.model.implicit
+    for name in ("user_implicit", "item_implicit"):
+        torch.testing.assert_close(getattr(loaded.model, name).t_weights,
+                                   getattr(model, name).t_weights)  # rebuilt, not saved
+    pairs = [(196, 242), (1, 1), (943, 1330), ("stranger", 50)]
+    with pytest.warns(UserWarning, match="not in the training ratings"):
+        np.testing.assert_array_equal(loaded.predict(pairs), learn.predict(pairs))
+    pd.testing.assert_frame_equal(loaded.recommend(196, k=5), learn.recommend(196, k=5))
+    pd.testing.assert_frame_equal(loaded.similar(50, k=5), learn.similar(50, k=5))
+
+
+def test_implicit_is_the_normalised_sum_of_rated_vectors():
+    torch.manual_seed(0)
+    rows, cols = torch.tensor([1, 1, 1, 3, 2]), torch.tensor([2, 4, 1, 4, 3])
+    imp = Implicit(n_rows=3, n_cols=4, width=3).double()
+    imp.set_pairs(rows, cols)
+    with torch.no_grad():
+        imp.factors.weight.normal_()
+    codes = torch.tensor([3, 1, 0, 1, 2])
+    weight = imp.factors.weight
+    out = imp(codes, wd=0.5, training=True)
+    y = weight.detach().clone().requires_grad_()
+    by_hand = torch.stack([y[cols[rows == r]].sum(0) / max(int((rows == r).sum()), 1) ** 0.5
+                           for r in codes.tolist()])  # unknown row 0: an empty sum
+    torch.testing.assert_close(out, by_hand)
+    grad_out = torch.randn_like(out)
+    (out * grad_out).sum().backward()
+    ((by_hand * grad_out).sum() + IMPLICIT_WD * 0.5 * (y ** 2).sum() / len(codes)).backward()
+    torch.testing.assert_close(weight.grad, y.grad)  # the sum's gradient + the table's L2
+
+
+def test_implicit_false_is_the_plain_dot_product(u1, monkeypatch):
+    learn = collab_learner(u1, implicit=False, device="cpu", progress=False)
+    assert not learn.config["implicit"] and learn.config["members"] == 4
+    assert not any("implicit" in key for key in learn.model.state_dict())
+    assert not collab_learner(u1, kind="nn", device="cpu").config["implicit"]
+    monkeypatch.setattr(learner_module, "IMPLICIT_MAX_RATINGS", len(u1.train_idx) - 1)
+    assert not collab_learner(u1, device="cpu").config["implicit"]  # a table too large for it
 
 
 def test_row_decay_is_the_gradient_of_the_l2_penalty():

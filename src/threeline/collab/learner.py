@@ -1,6 +1,7 @@
 """The collaborative-filtering learner: the core's Learner plus recommend, similar and predict.
 
-    learn = collab_learner(data, n_factors=50)        # 4 dot products + biases; kind="nn" too
+    learn = collab_learner(data, n_factors=50)        # 4 dot products + biases + who rated
+                                                      # what (implicit); kind="nn" too
     learn.fit(5e-3, 5)                                # the core's loop and epoch table
     learn.recommend(196, k=10); learn.similar(50, k=5); learn.predict(pairs)
 """
@@ -22,8 +23,9 @@ from threeline.learner import Learner
 from threeline.losses import MSE, from_description
 
 KINDS = ("dot", "nn")
-DEFAULT_WD = {"dot": 0.2, "nn": 0.05}  # L2 on the embedding rows a batch uses
-DEFAULT_MEMBERS = 4  # dot-product models averaged (see threeline.collab.models)
+DEFAULT_WD = {"dot": 0.2, "dot+implicit": 0.35, "nn": 0.05}  # L2 on the embedding rows used
+DEFAULT_MEMBERS = {False: 4, True: 2}  # dot products averaged, without / with implicit
+IMPLICIT_MAX_RATINGS = 200_000  # implicit=None: on for up to this many training ratings
 PREDICT_BATCH = 65_536
 
 
@@ -51,11 +53,11 @@ class CollabLearner(Learner):
         return super().lr_find(*args, wd=self._wd(wd), **kwargs)
 
     def before_fit(self) -> None:
-        """Weight the decay of each user's and item's rows by its count in the training rows."""
-        if self.data is not None and hasattr(self.model, "set_row_counts"):
+        """Give the model the training rows: decay weights by count, who rated what."""
+        if self.data is not None and hasattr(self.model, "set_training_rows"):
             rows = self.data.train_idx
-            self.model.set_row_counts(torch.from_numpy(self.data.users[rows]),
-                                      torch.from_numpy(self.data.items[rows]))
+            self.model.set_training_rows(torch.from_numpy(self.data.users[rows]),
+                                         torch.from_numpy(self.data.items[rows]))
 
     def run_fit(self, lrs: list[float], epochs: int, wd: float, callbacks: list,
                 validate: bool = True) -> list[dict]:
@@ -63,7 +65,8 @@ class CollabLearner(Learner):
         return super().run_fit(lrs, epochs, 0.0, callbacks, validate)
 
     def _wd(self, wd: float | None) -> float:
-        return DEFAULT_WD[self.config["kind"]] if wd is None else wd
+        variant = self.config["kind"] + ("+implicit" if self.config.get("implicit") else "")
+        return DEFAULT_WD[variant] if wd is None else wd
 
     # ---- answers --------------------------------------------------------------------------
     def predict(self, pairs: Any, user: str | None = None, item: str | None = None
@@ -184,14 +187,24 @@ class CollabLearner(Learner):
 def collab_learner(data: CollabData, n_factors: int = 50,
                    y_range: tuple[float, float] | None = None, kind: str = "dot",
                    layers: Sequence[int] = (100,), dropout: float = 0.1,
-                   members: int = DEFAULT_MEMBERS, **kwargs: Any) -> CollabLearner:
+                   members: int | None = None, implicit: bool | None = None,
+                   **kwargs: Any) -> CollabLearner:
     """A learner of ratings: ``kind="dot"`` (dot product + biases) or ``"nn"`` (embedding net).
 
     ``y_range`` (the sigmoid's range) defaults to the ratings' range widened by half its
     width on each side ((-1, 7) for ratings 1..5: the sigmoid's nearly straight middle), and
-    predictions out of training are clipped to the ratings' range; ``members``: how many dot
-    products (each with its own biases, trained as if alone) are averaged, for ``kind="dot"``;
-    other keyword arguments go to :class:`threeline.learner.Learner` (``device=``, ``seed=``,
+    predictions out of training are clipped to the ratings' range. For ``kind="dot"``:
+
+    - ``implicit``: whether a user's vector also sums vectors of the items the user rated, and
+      an item's vector those of the users who rated it (SVD++'s implicit feedback, from the
+      training rows; :mod:`threeline.collab.implicit`). Each step then costs time in
+      proportion to the whole training table, so None turns it on for tables of up to
+      ``IMPLICIT_MAX_RATINGS`` training ratings (MovieLens 100k on a CPU: RMSE about 0.018
+      lower, in under 3 times the time; at 200,000 ratings about 3 times).
+    - ``members``: how many dot products (each with its own biases, trained as if alone) are
+      averaged; None: 4, or 2 with ``implicit`` (as good there as 4, in less time).
+
+    Other keyword arguments go to :class:`threeline.learner.Learner` (``device=``, ``seed=``,
     ``progress=``).
 
     Example:
@@ -208,9 +221,11 @@ def collab_learner(data: CollabData, n_factors: int = 50,
         pad = (high - low) / 2 or 0.5
         y_range = (low - pad, high + pad)
     catalog = Catalog.from_data(data)
+    implicit = _implicit(implicit, kind, data)
+    members = DEFAULT_MEMBERS[implicit] if members is None else members
     config = {"kind": kind, "n_factors": n_factors, "y_range": [float(v) for v in y_range],
               "layers": [int(n) for n in layers], "dropout": dropout, "members": members,
-              "clip": [low, high],
+              "implicit": implicit, "clip": [low, high],
               "n_users": data.n_users, "n_items": data.n_items}
     seed = kwargs.get("seed", 0)
     with torch.random.fork_rng(devices=[]):
@@ -223,8 +238,11 @@ def build_model(config: dict, mean: float | None) -> nn.Module:
     """The model a config describes (untrained)."""
     args = (config["n_users"], config["n_items"], config["n_factors"],
             tuple(config["y_range"]), mean)
-    model = (EmbeddingNN(*args, layers=config["layers"], dropout=config["dropout"])
-             if config["kind"] == "nn" else DotProductBias(*args, members=config.get("members", 1)))
+    if config["kind"] == "nn":
+        model = EmbeddingNN(*args, layers=config["layers"], dropout=config["dropout"])
+    else:  # saved before "members" and "implicit" existed: one plain dot product
+        model = DotProductBias(*args, members=config.get("members", 1),
+                               implicit=config.get("implicit", False))
     model.clip = tuple(config["clip"]) if config.get("clip") else None
     return model
 
@@ -240,6 +258,13 @@ def rebuild(description: dict, tensors: dict[str, torch.Tensor], device: Any = N
     learn.load_state_dict(tensors)
     learn.history = list(description.get("history") or [])
     return learn
+
+
+def _implicit(implicit: bool | None, kind: str, data: CollabData) -> bool:
+    """Whether the model sums who rated what: ``implicit``, or None for small tables."""
+    if implicit is None:
+        implicit = len(data.train_idx) <= IMPLICIT_MAX_RATINGS
+    return bool(implicit) and kind == "dot"
 
 
 def _check_k(k: int) -> None:

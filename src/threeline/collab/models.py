@@ -5,15 +5,19 @@ so a pair with an unknown side gets the bias-only prediction ``y_range(global + 
 
 Weight decay on embeddings is applied to the rows a batch looks up, once per lookup, as the
 gradient of ``wd * mean_b w_b ||row_b||^2`` (:class:`RowDecay`). The row weights ``w`` are 1
-until :meth:`_Base.set_row_counts` gives the training counts: then ``w = mean count / count``,
+until :meth:`_Base.set_training_rows` gives the training counts: then ``w = mean count / count``,
 so over an epoch every user and item is pulled towards zero equally, however often it is seen
 (the L2 penalty of the whole table, spread over the batches that use each row).
 
 ``DotProductBias(members=k)`` holds k dot-product models side by side (one table of width
 ``k * n_factors``); each trains as if alone (:class:`MemberMean`) and the prediction is their
-mean: an ensemble for the price of one wider model.
+mean: an ensemble for the price of one wider model. ``implicit=True`` adds SVD++'s implicit
+feedback on both sides (:mod:`threeline.collab.implicit`): ``p_u`` gains the normalised sum of
+vectors of the items ``u`` rated, ``q_i`` that of vectors of the users who rated ``i``.
 
-    model = DotProductBias(943, 1682, n_factors=50, y_range=(0.5, 5.5), wd=0.1, members=4)
+    model = DotProductBias(943, 1682, n_factors=50, y_range=(0.5, 5.5), wd=0.1, members=4,
+                           implicit=True)
+    model.set_training_rows(users, items)   # the training rows' codes: decay weights, N(u)
     model(users, items)          # (B,) int64 codes each -> (B,) predicted ratings
 """
 
@@ -25,6 +29,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from threeline.collab.implicit import Implicit
 
 
 class RowDecay(torch.autograd.Function):
@@ -101,7 +107,7 @@ class _Base(nn.Module):
         self.register_buffer("item_decay", torch.ones(n_items + 1, 1), persistent=False)
 
     @torch.no_grad()
-    def set_row_counts(self, users: torch.Tensor, items: torch.Tensor) -> None:
+    def set_training_rows(self, users: torch.Tensor, items: torch.Tensor) -> None:
         """Weight each row's decay by ``mean count / count`` from the training rows' codes, so
         each user and item gets the same decay per epoch (see the module's docstring)."""
         for buffer, codes in ((self.user_decay, users), (self.item_decay, items)):
@@ -138,7 +144,8 @@ class _Base(nn.Module):
 
 
 class DotProductBias(_Base):
-    """``y_range(global + b_u + b_i + <p_u, q_i>)``, averaged over ``members`` such models.
+    """``y_range(global + b_u + b_i + <p_u, q_i>)``, averaged over ``members`` such models;
+    with ``implicit``, ``p_u`` and ``q_i`` include the implicit sums (module docstring).
 
     Example:
         >>> m = DotProductBias(3, 4, n_factors=5, members=2)
@@ -148,17 +155,32 @@ class DotProductBias(_Base):
 
     def __init__(self, n_users: int, n_items: int, n_factors: int = 50,
                  y_range: tuple[float, float] = (0.5, 5.5), mean: float | None = None,
-                 wd: float = 0.0, members: int = 1):
+                 wd: float = 0.0, members: int = 1, implicit: bool = False):
         super().__init__(n_users, n_items, y_range, mean, wd, members)
         _check_positive(n_factors=n_factors)
         self.n_factors = n_factors
         self.user_factors = _table(n_users + 1, members * n_factors)
         self.item_factors = _table(n_items + 1, members * n_factors)
+        self.implicit = implicit
+        if implicit:  # who rated what: users' sums of item vectors, items' of user vectors
+            self.user_implicit = Implicit(n_users, n_items, members * n_factors)
+            self.item_implicit = Implicit(n_items, n_users, members * n_factors)
+
+    def set_training_rows(self, users: torch.Tensor, items: torch.Tensor) -> None:
+        """The decay weights (see :class:`_Base`) and, with ``implicit``, who rated what."""
+        super().set_training_rows(users, items)
+        if self.implicit:
+            self.user_implicit.set_pairs(users, items)
+            self.item_implicit.set_pairs(items, users)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         shape = (len(users), self.members, self.n_factors)
-        p = self.lookup(self.user_factors, users, self.wd, self.user_decay).view(shape)
-        q = self.lookup(self.item_factors, items, self.wd, self.item_decay).view(shape)
+        p = self.lookup(self.user_factors, users, self.wd, self.user_decay)  # (B, k * F)
+        q = self.lookup(self.item_factors, items, self.wd, self.item_decay)  # (B, k * F)
+        if self.implicit:
+            p = p + self.user_implicit(users, self.wd, self.training)
+            q = q + self.item_implicit(items, self.wd, self.training)
+        p, q = p.view(shape), q.view(shape)
         known = ((users > 0) & (items > 0)).unsqueeze(-1)  # row 0 is zero; the mask keeps it so
         out = self.squash(self.biases(users, items) + (p * q).sum(-1) * known)  # (B, members)
         if self.members == 1:
@@ -166,7 +188,12 @@ class DotProductBias(_Base):
         return MemberMean.apply(out) if self.training else self.clipped(out.mean(-1))
 
     def item_vectors(self) -> torch.Tensor:
-        return self.item_factors.weight
+        """(n_items + 1, k * F) the ``q_i`` of the dot products, implicit sums included."""
+        vectors = self.item_factors.weight
+        if self.implicit:
+            codes = torch.arange(len(vectors), device=vectors.device)
+            vectors = vectors + self.item_implicit(codes, 0.0, training=False)
+        return vectors
 
 
 class EmbeddingNN(_Base):
