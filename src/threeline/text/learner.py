@@ -28,6 +28,7 @@ from threeline.models import rnn
 from threeline.text import tokens as T
 from threeline.text.batches import DocBatches, StreamBatches
 from threeline.text.data import TextData
+from threeline.text.generate import sample
 from threeline.text.int8 import Int8Copy
 
 APPLICATION = "threeline.text"
@@ -182,19 +183,8 @@ class TextLearner(Learner):
         if self.tokenizer.kind == "char" and getattr(self.model, "config", {}).get("stream"):
             ids = ids[1:]
         gen = torch.Generator(device=self.device).manual_seed(self.seed if seed is None else seed)
-        model = self.model.eval()
-        logits, state = model.run(torch.tensor([ids], device=self.device))
-        out = []
-        for _ in range(n):
-            step = logits[0, -1].float() / temperature  # (V,)
-            step[[self.tokenizer.pad_id, self.tokenizer.unk_id]] = -float("inf")
-            if top_k:
-                kth = step.topk(min(top_k, step.numel())).values[-1]
-                step[step < kth] = -float("inf")
-            token = torch.multinomial(step.softmax(-1), 1, generator=gen)  # (1,)
-            out.append(int(token))
-            logits, state = model.run(token.view(1, 1), state)
-        model.reset() if hasattr(model, "reset") else None
+        never = [self.tokenizer.pad_id, self.tokenizer.unk_id]
+        out = sample(self.model.eval(), ids, n, temperature, top_k, never, gen)
         joiner = "" if self.tokenizer.kind == "char" else " "
         return prompt + joiner + self.tokenizer.decode(out)
 
