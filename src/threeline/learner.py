@@ -13,7 +13,6 @@ trainable module, the train step, the train mode, and how the learner describes 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from threeline import distributed, lr_finder, optim, schedules
+from threeline.applications import Applications
 from threeline.callbacks import Callback, CancelFit, SaveCheckpoints, ScheduleRates, ShowEpochs
 from threeline.checkpoints import Checkpoints
 from threeline.devices import as_device
@@ -34,7 +34,7 @@ from threeline.metrics import Accumulator, Metric
 Splitter = Callable[[nn.Module], list[list[nn.Parameter]]]
 
 
-class Learner(LearnerState):
+class Learner(LearnerState, Applications):
     """Trains and uses any ``nn.Module`` on data that yields batches (see ``docs/core.md``).
 
     Args:
@@ -388,33 +388,6 @@ class Learner(LearnerState):
         else:
             self._checkpoints = Checkpoints(None if folder in (None, True) else folder)
 
-    # ------------------------------------------- applications (imported when first used)
-
-    @classmethod
-    def pretrained(cls, *args, **kwargs) -> Learner:
-        """An image classifier on a pretrained body: :func:`threeline.vision.pretrained`."""
-        return _application("threeline.vision").pretrained(*args, **kwargs)
-
-    @classmethod
-    def tabular(cls, *args, **kwargs) -> Learner:
-        """A model of a table: :func:`threeline.tabular.tabular_learner`."""
-        return _application("threeline.tabular").tabular_learner(*args, **kwargs)
-
-    @classmethod
-    def collab(cls, *args, **kwargs) -> Learner:
-        """Collaborative filtering: :func:`threeline.collab.collab_learner`."""
-        return _application("threeline.collab").collab_learner(*args, **kwargs)
-
-    @classmethod
-    def text_classifier(cls, *args, **kwargs) -> Learner:
-        """A text classifier: :func:`threeline.text.text_classifier`."""
-        return _application("threeline.text").text_classifier(*args, **kwargs)
-
-    @classmethod
-    def language_model(cls, *args, **kwargs) -> Learner:
-        """A language model: :func:`threeline.text.language_model`."""
-        return _application("threeline.text").language_model(*args, **kwargs)
-
     @property
     def _data_per_process(self) -> bool:
         """True when the data already holds only this process's part (``for_process``)."""
@@ -425,11 +398,6 @@ class Learner(LearnerState):
             raise ValueError("This learner has no data (it was loaded to predict). Pass data= "
                              "to Learner.load to train or validate it.")
         return self.data
-
-
-def _application(name: str):
-    """An application package, imported when first used (the registry is its name)."""
-    return importlib.import_module(name)
 
 
 def _emit(callbacks: list[Callback], event: str, *args) -> None:
