@@ -25,7 +25,7 @@ from threeline.schedules import Schedule
 
 if TYPE_CHECKING:
     from threeline.checkpoints import Checkpoints
-    from threeline.learner import Learner
+    from threeline.protocol import TrainingLearner
 
 
 class CancelFit(Exception):
@@ -35,22 +35,22 @@ class CancelFit(Exception):
 class Callback:
     """Base class: override the events you need."""
 
-    def on_fit_begin(self, learn: Learner) -> None:
+    def on_fit_begin(self, learn: TrainingLearner) -> None:
         """Before the first epoch (``learn.opt``, ``learn.total_steps`` are set)."""
 
-    def on_epoch_begin(self, learn: Learner) -> None:
+    def on_epoch_begin(self, learn: TrainingLearner) -> None:
         """Before each epoch's first batch (``learn.epoch`` is set)."""
 
-    def on_batch_begin(self, learn: Learner) -> None:
+    def on_batch_begin(self, learn: TrainingLearner) -> None:
         """Before each optimizer step (``learn.step`` is set)."""
 
-    def on_batch_end(self, learn: Learner, loss: torch.Tensor) -> None:
+    def on_batch_end(self, learn: TrainingLearner, loss: torch.Tensor) -> None:
         """After each optimizer step; ``loss`` is a () tensor on the device."""
 
-    def on_epoch_end(self, learn: Learner, row: dict) -> None:
+    def on_epoch_end(self, learn: TrainingLearner, row: dict) -> None:
         """After validation; ``row`` holds the epoch's losses, metrics and seconds."""
 
-    def on_fit_end(self, learn: Learner, interrupted: bool) -> None:
+    def on_fit_end(self, learn: TrainingLearner, interrupted: bool) -> None:
         """After the last epoch, after CancelFit, or after Ctrl-C (``interrupted``)."""
 
 
@@ -66,7 +66,7 @@ class ScheduleRates(Callback):
     def __init__(self, schedule: Schedule):
         self.schedule = schedule
 
-    def on_batch_begin(self, learn: Learner) -> None:
+    def on_batch_begin(self, learn: TrainingLearner) -> None:
         scale = self.schedule(min(learn.step / max(learn.total_steps, 1), 1.0))
         for group in learn.opt.param_groups:
             optim.set_lr(group, group["base_lr"] * scale)
@@ -78,7 +78,7 @@ class ShowEpochs(Callback):
     def __init__(self, columns: list[str], stream: TextIO | None = None):
         self.table = EpochTable(columns, stream)
 
-    def on_epoch_end(self, learn: Learner, row: dict) -> None:
+    def on_epoch_end(self, learn: TrainingLearner, row: dict) -> None:
         self.table.row({**row, "time": f"{row['time']:.2f}s"})
 
 
@@ -89,13 +89,13 @@ class SaveCheckpoints(Callback):
     def __init__(self, store: Checkpoints):
         self.store = store
 
-    def on_fit_begin(self, learn: Learner) -> None:
+    def on_fit_begin(self, learn: TrainingLearner) -> None:
         self.store.begin_fit()
 
-    def on_epoch_end(self, learn: Learner, row: dict) -> None:
+    def on_epoch_end(self, learn: TrainingLearner, row: dict) -> None:
         self.store.end_epoch(learn, row)
 
-    def on_fit_end(self, learn: Learner, interrupted: bool) -> None:
+    def on_fit_end(self, learn: TrainingLearner, interrupted: bool) -> None:
         if interrupted:
             print(self.store.restore_last(learn), flush=True)
         self.store.wait()  # the last epoch's weights are on disk when fit returns

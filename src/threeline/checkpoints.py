@@ -33,7 +33,7 @@ from threeline import saving
 from threeline.saving import cache_dir
 
 if TYPE_CHECKING:
-    from threeline.learner import Learner
+    from threeline.protocol import TrainingLearner
 
 KEEP = 5
 
@@ -61,7 +61,7 @@ class Checkpoints:
         if self._pending is not None:
             self._pending.result()
 
-    def folder(self, learn: Learner) -> Path:
+    def folder(self, learn: TrainingLearner) -> Path:
         """The folder, creating the default one on first use."""
         if self._folder is None:
             root = cache_dir() / "checkpoints"
@@ -85,7 +85,7 @@ class Checkpoints:
         """Forget the body's copy: a new ``fit`` may train it, or it changed in between."""
         self._body = None
 
-    def end_epoch(self, learn: Learner, row: dict) -> None:
+    def end_epoch(self, learn: TrainingLearner, row: dict) -> None:
         """Save ``last``; also ``best`` when this epoch's valid loss is the lowest so far.
 
         Tensors under ``learn.static_state_prefixes()`` (a frozen body while only the head
@@ -106,7 +106,7 @@ class Checkpoints:
         if best:
             self.best_loss, self.best_epoch = loss, epoch
 
-    def restore_last(self, learn: Learner) -> str:
+    def restore_last(self, learn: TrainingLearner) -> str:
         """Put the ``last`` weights back into ``learn``; returns a line saying what happened."""
         finished = len(learn.history) - 1
         if not self.enabled or self.saved_epoch is None or self.last is None:

@@ -37,8 +37,8 @@ from threeline.callbacks import Callback, CancelFit
 from threeline.optim import set_lr
 
 if TYPE_CHECKING:
-    from threeline.learner import Learner
     from threeline.plots import PlotFigure
+    from threeline.protocol import TrainingLearner
 
 RULE = ("steepest x 10: ten times the rate where the smoothed loss falls fastest against log(lr) "
         "(before the minimum), at most the minimum's rate / 10; fit's one cycle starts at a "
@@ -197,11 +197,11 @@ class FindRate(Callback):
         self.raw: list[float] = []
         self.average, self.best, self.stopped = 0.0, math.inf, False
 
-    def on_batch_begin(self, learn: Learner) -> None:
+    def on_batch_begin(self, learn: TrainingLearner) -> None:
         for group in learn.opt.param_groups:
             set_lr(group, self.schedule[learn.step])
 
-    def on_batch_end(self, learn: Learner, loss: torch.Tensor) -> None:
+    def on_batch_end(self, learn: TrainingLearner, loss: torch.Tensor) -> None:
         # the finder must look at every loss; with several processes, their mean (the same
         # curve and the same suggestion in every process)
         step, value = learn.step, float(distributed.mean(loss, learn.world))
@@ -218,7 +218,7 @@ class FindRate(Callback):
             raise CancelFit
 
 
-def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100,
+def lr_find(learn: TrainingLearner, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100,
             mode: str = "exp", wd: float = 0.01, beta: float = 0.98,
             diverge: float = 4.0) -> LRFinderResult:
     """Run the finder on ``learn`` (see :meth:`threeline.Learner.lr_find`) and restore it.
@@ -253,7 +253,7 @@ def lr_find(learn: Learner, start_lr: float = 1e-7, end_lr: float = 10.0, num_it
                           finder.stopped)
 
 
-def _snapshot(learn: Learner) -> dict:
+def _snapshot(learn: TrainingLearner) -> dict:
     model = learn.model
     params = list(model.parameters())
     return {
@@ -267,7 +267,7 @@ def _snapshot(learn: Learner) -> dict:
     }
 
 
-def _restore(learn: Learner, saved: dict) -> None:
+def _restore(learn: TrainingLearner, saved: dict) -> None:
     model = learn.model
     params = list(model.parameters())
     with torch.no_grad():
