@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -157,8 +158,8 @@ def input_batches(data: ImageData, files: Sequence, device: torch.device
     for source in files:
         x = square(source)  # (1 or 3, S, S)
         if x.shape[0] == 3 and resident.channels == 1:  # a colour file for a gray model
-            weights = torch.tensor([299, 587, 114], dtype=torch.int32)[:, None, None]
-            x = ((x.int() * weights).sum(0, keepdim=True) // 1000).to(torch.uint8)
+            gray = Image.fromarray(x.permute(1, 2, 0).numpy()).convert("L")  # PIL's luminance
+            x = torch.from_numpy(np.array(gray)).unsqueeze(0)  # (1, S, S)
         images.append(x)
     stacked = _stacked(images, resident.channels, resident.size[0])  # (N, S, S, C)
     return resident.input_batches(stacked, device)
