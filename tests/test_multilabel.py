@@ -18,6 +18,7 @@ from threeline.losses import BinaryCrossEntropy, CrossEntropy
 from threeline.vision import label_scores as scores
 from threeline.vision import labels as L
 from threeline.vision import multilabel as ML
+from threeline.vision import tables as T
 
 N_CHIPS = 200
 
@@ -69,7 +70,7 @@ def test_from_csv_gives_multi_hot_rows_that_match_the_csv_and_a_seeded_split(chi
     tags = _csv_tags(chips)
     for split in (data.train, data.valid):
         for path, row in zip(split.files, split.labels, strict=True):
-            assert set(L.label_names(data.classes, row)) == tags[path.stem]
+            assert set(T.label_names(data.classes, row)) == tags[path.stem]
     again = ImageData.from_csv(chips, "labels.csv", folder="images", label_delim=" ")
     other = ImageData.from_csv(chips, "labels.csv", folder="images", label_delim=" ", seed=1)
     assert again.valid.files == data.valid.files and other.valid.files != data.valid.files
@@ -266,7 +267,7 @@ def test_interpretation_counts_agree_with_the_labels(learn, tmp_path):
 
 def test_interpretation_of_new_images_takes_label_names(learn):
     files = learn.data.valid.files[:3]
-    names = [L.label_names(learn.classes, row) for row in learn.data.valid.labels[:3]]
+    names = [T.label_names(learn.classes, row) for row in learn.data.valid.labels[:3]]
     interp = learn.interpret(files, names)
     assert np.array_equal(interp.targets, np.asarray(learn.data.valid.labels[:3]))
     with pytest.raises(ValueError, match="Unknown label"):

@@ -6,8 +6,7 @@
 """
 
 from threeline.vision.data import ImageData, demo_path
-from threeline.vision.export import rebuild
-from threeline.vision.factory import pretrained
+from threeline.vision.factory import pretrained, rebuild
 from threeline.vision.learner import ImageLearner
 from threeline.vision.weights import available_models
 

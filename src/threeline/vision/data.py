@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader
 
+from threeline.vision import tables
+from threeline.vision.checks import check_args, check_nonempty
 from threeline.vision.files import (
     ImageLoader,
     ReportingFiles,
@@ -33,7 +35,7 @@ from threeline.vision.files import (
     _worker_init,
     default_workers,
 )
-from threeline.vision.images import IMAGE_EXTENSIONS, MAX_PIXELS
+from threeline.vision.images import MAX_PIXELS
 from threeline.vision.scan import (
     Split,
     _class_names,
@@ -130,7 +132,7 @@ class ImageData:
             ['cats', 'dogs']
         """
         root = Path(path).expanduser()
-        _check_args(root, size, valid_pct, batch_size, num_workers, max_pixels)
+        check_args(root, size, valid_pct, batch_size, num_workers, max_pixels)
         train_dir, valid_dir, notes = _split_folders(root)
         scan = _Scanner(max_pixels)
         if train_dir is not None and valid_dir is not None:
@@ -144,7 +146,7 @@ class ImageData:
         data = cls(root, classes, train, valid, size, batch_size, num_workers,
                    skipped=scan.skipped, max_pixels=max_pixels, image_sizes=scan.size_stats(),
                    notes=notes)
-        _check_nonempty(data)
+        check_nonempty(data)
         notes += scan.notes() + _validation_gaps(data, valid_dir)
         if verbose:
             if data.skipped:
@@ -297,7 +299,7 @@ class ImageData:
             print(f"Could not decode {show_path(Path(path))}: {reason}. Remove or replace "
                   f"the file.", file=sys.stderr, flush=True)
 
-    # ------------------------------------------------ labels from a table (vision/labels.py)
+    # ------------------------------------------------ labels from a table (vision/tables.py)
 
     @classmethod
     def from_csv(cls, path: str | os.PathLike, csv_file: str | os.PathLike = "labels.csv",
@@ -335,12 +337,10 @@ class ImageData:
             >>> data.multi_label, data.classes  # doctest: +SKIP
             (True, ['builtup', 'farmland', 'forest', 'meadow', 'water'])
         """
-        from threeline.vision import labels
-
         root = Path(path).expanduser()
         table = root / csv_file
-        header, rows = labels.read_csv(table, sep)
-        return labels.image_data(cls, root, header, rows, table.name, folder, fn_col,
+        header, rows = tables.read_csv(table, sep)
+        return tables.image_data(cls, root, header, rows, table.name, folder, fn_col,
                                  label_col, label_delim, suffix, valid_col, size, valid_pct,
                                  seed, batch_size, num_workers, max_pixels)
 
@@ -358,58 +358,7 @@ class ImageData:
             >>> frame = pd.read_csv("landcover/labels.csv")  # doctest: +SKIP
             >>> data = ImageData.from_df(frame, "landcover", "images", " ")  # doctest: +SKIP
         """
-        from threeline.vision import labels
-
-        header, rows = labels.frame_rows(frame)
-        return labels.image_data(cls, Path(path).expanduser(), header, rows, "the DataFrame",
+        header, rows = tables.frame_rows(frame)
+        return tables.image_data(cls, Path(path).expanduser(), header, rows, "the DataFrame",
                                  folder, fn_col, label_col, label_delim, suffix, valid_col, size,
                                  valid_pct, seed, batch_size, num_workers, max_pixels)
-
-
-def _check_args(root: Path, size, valid_pct, batch_size, num_workers, max_pixels) -> None:
-    if not root.exists():
-        raise FileNotFoundError(
-            f"The folder {root} does not exist. Expected a folder with one sub-folder per class "
-            f"(or train/ and valid/ folders that each hold them). Check the path."
-        )
-    if not root.is_dir():
-        raise NotADirectoryError(f"{root} is a file; expected a folder of class sub-folders.")
-    if not os.access(root, os.R_OK | os.X_OK):
-        raise PermissionError(
-            f"The folder {root} cannot be read (permission denied). Give your user read access "
-            f"(e.g. chmod -R u+rX {root}) or copy the images somewhere readable."
-        )
-    if max_pixels is not None and (not isinstance(max_pixels, int) or max_pixels < 1):
-        raise ValueError(f"max_pixels must be a positive int or None, got {max_pixels!r}.")
-    if size is not None and (not isinstance(size, int) or size < 32):
-        raise ValueError(f"size must be an int of at least 32 pixels (or None), got {size!r}. "
-                         f"None trains a model of your own at the images' own size (28 px "
-                         f"digits stay 28 px).")
-    if not 0 < valid_pct < 1:
-        raise ValueError(f"valid_pct must lie between 0 and 1 (e.g. 0.2), got {valid_pct!r}.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-    if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
-        raise ValueError(f"num_workers must be None or an int >= 0, got {num_workers!r}.")
-
-
-def _check_nonempty(data: ImageData) -> None:
-    counts = data.train.counts(data.classes)
-    empty = [c for c, n in counts.items() if n == 0]
-    bad = f" ({len(data.skipped)} files were skipped as unusable: see data.skipped)"
-    bad = bad if data.skipped else ""
-    if len(data.train) == 0:
-        raise ValueError(
-            f"No images found under {data.root}{bad}. Expected files ending in "
-            f"{', '.join(sorted(IMAGE_EXTENSIONS))} inside the class folders."
-        )
-    if empty:
-        raise ValueError(
-            f"Class folder(s) with no training images: {', '.join(empty)}{bad}. Add images to "
-            f"them or remove them."
-        )
-    if len(data.valid) == 0:
-        raise ValueError(
-            f"No validation images under {data.root}. Add a valid/ folder or use more images "
-            f"per class so valid_pct can hold some out."
-        )

@@ -1,8 +1,9 @@
-"""An image model described as JSON, rebuilt from it, and exported to ONNX.
+"""An image model described as JSON, its saved weights loaded back, and exported to ONNX.
 
 The files themselves are written and checked by :mod:`threeline.saving` (safetensors + JSON with
 a checksum, no pickle); this module says what an image model's JSON holds (architecture,
-classes, input size, preprocessing and normalization, head shape) and rebuilds the learner.
+classes, input size, preprocessing and normalization, head shape) and loads saved weights into
+a body and a head; :func:`threeline.vision.factory.rebuild` makes the learner from them.
 
 :func:`export_onnx` writes one ``.onnx`` file that takes RGB pixels in [0, 1] and returns
 probabilities, with the class names and preprocessing in its metadata.
@@ -11,7 +12,6 @@ probabilities, with the class names and preprocessing in its metadata.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import warnings
@@ -21,15 +21,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from threeline.losses import BinaryCrossEntropy, CrossEntropy, Loss, from_description
+from threeline.losses import BinaryCrossEntropy
 from threeline.saving import ModelFileError, json_safe
-from threeline.vision.model import Body, make_head
-from threeline.vision.transforms import Preprocess
-from threeline.vision.weights import create_backbone, resolve
+from threeline.vision.weights import resolve
 
 if TYPE_CHECKING:
-    from threeline.vision.data import ImageData
-    from threeline.vision.learner import ImageLearner
     from threeline.vision.learner import ImageLearner as Learner
 
 
@@ -64,24 +60,6 @@ def describe(learn: Learner, **extra: Any) -> dict:
     }
 
 
-def check_fields(meta: Path, info: dict) -> None:
-    classes, pre, head = info.get("classes"), info.get("preprocess"), info.get("head")
-    problems = []
-    if not isinstance(info.get("arch"), str):
-        problems.append("arch must be a model name")
-    if not (isinstance(classes, list) and len(classes) >= 2
-            and all(isinstance(c, str) for c in classes)):
-        problems.append("classes must be a list of at least two names")
-    if not (isinstance(pre, dict) and isinstance(pre.get("size"), int)
-            and all(isinstance(pre.get(k), list) and len(pre[k]) == 3 for k in ("mean", "std"))):
-        problems.append("preprocess must give size, mean and std")
-    if not (isinstance(head, dict) and all(isinstance(head.get(k), int)
-                                           for k in ("in_features", "hidden", "n_classes"))):
-        problems.append("head must give in_features, hidden and n_classes")
-    if problems:
-        raise ModelFileError(f"{meta} is damaged: {'; '.join(problems)}. Save the model again.")
-
-
 def load_into(body: nn.Module, head: nn.Module, tensors: dict, source: Path | str) -> None:
     parts: dict[str, dict] = {"body": {}, "head": {}}
     for key, value in tensors.items():
@@ -97,80 +75,6 @@ def load_into(body: nn.Module, head: nn.Module, tensors: dict, source: Path | st
                 f"The weights in {source} do not fit the {name} described next to them "
                 f"({str(err).splitlines()[0][:120]}). Save the model again."
             ) from err
-
-
-def rebuild(info: dict, tensors: dict[str, torch.Tensor], data: ImageData | None = None,
-            device: str | torch.device | None = None, progress: bool = True,
-            source: str = "the saved model") -> ImageLearner:
-    """An :class:`ImageLearner` from a saved description and its tensors, ready to predict.
-
-    Args:
-        info, tensors: what :func:`threeline.saving.read_model` returns.
-        data: an :class:`ImageData` with the same classes, to validate or train further; None
-            gives a learner that only knows the class names (enough to predict).
-        device: None picks CUDA when present, else the CPU.
-    """
-    from threeline.devices import as_device
-    from threeline.vision.data import ImageData
-    from threeline.vision.learner import ImageLearner
-
-    check_fields(Path(source), info)
-    pre, head_info, classes = info["preprocess"], info["head"], info["classes"]
-    loss = saved_loss(info, source)
-    multi = isinstance(loss, BinaryCrossEntropy)
-    if data is None:
-        data = ImageData.from_classes(classes, size=pre["size"])
-        data.multi_label = multi
-    elif list(data.classes) != classes:
-        raise ValueError(
-            f"The data's classes {data.classes} differ from the model's {classes}. Pass data "
-            f"with the same class folders, or none to only predict.")
-    elif bool(getattr(data, "multi_label", False)) != multi:
-        raise ValueError(
-            f"The model is {'multi' if multi else 'single'}-label but the data is not; pass "
-            f"data labelled the same way (ImageData.from_csv with or without label_delim).")
-    network, _, _ = create_backbone(info["arch"], pretrained=False)
-    body = Body(network)
-    head = make_head(head_info["in_features"], len(classes), head_info["hidden"],
-                     float(head_info.get("dropout", 0.25)))
-    load_into(body, head, tensors, source)
-    preprocess = Preprocess(size=pre["size"], crop_pct=float(pre.get("crop_pct", 0.875)),
-                            interpolation=str(pre.get("interpolation", "bicubic")),
-                            mean=tuple(map(float, pre["mean"])), std=tuple(map(float, pre["std"])))
-    digest = info.get("sha256") or _tensor_digest(tensors)
-    weights_id = f"{info.get('timm_name', info['arch'])}:saved:{digest[:16]}"
-    learn = ImageLearner(body, head, data, preprocess, info["arch"], weights_id,
-                         as_device(device), progress=progress, loss=loss)
-    learn.history = list(info.get("history") or [])
-    return learn
-
-
-def saved_loss(info: dict, source: str = "the saved model") -> Loss:
-    """The loss object saved with a model (its thresholds included); CrossEntropy for files
-    written before losses were saved.
-
-    Example:
-        >>> loss = saved_loss({"loss": {"name": "binary_cross_entropy", "thresholds": [0.3, 0.4]}})
-        >>> type(loss).__name__, [round(t, 2) for t in loss.thresholds.tolist()]
-        ('BinaryCrossEntropy', [0.3, 0.4])
-    """
-    described = info.get("loss")
-    if described is None:
-        return CrossEntropy()
-    try:
-        return from_description(described)
-    except (TypeError, ValueError) as err:
-        raise ModelFileError(f"{source} describes an unknown loss ({err}). Save the model "
-                             f"again with this version of threeline.") from err
-
-
-def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """A content hash of tensors (files of format 1 carried no checksum)."""
-    digest = hashlib.sha256()
-    for key in sorted(tensors):
-        digest.update(key.encode())
-        digest.update(tensors[key].float().numpy().tobytes())
-    return digest.hexdigest()
 
 
 class _Exported(nn.Module):

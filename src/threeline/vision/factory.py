@@ -1,15 +1,20 @@
-"""``Learner.pretrained``: an ImageNet-pretrained body with a new head for your classes."""
+"""Image learners made: ``Learner.pretrained`` (an ImageNet-pretrained body with a new head for
+your classes), and :func:`rebuild` (a saved model, for ``Learner.load``)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import Path
 
 import torch
 
 from threeline.devices import as_device
-from threeline.losses import BinaryCrossEntropy, CrossEntropy, Loss
+from threeline.losses import BinaryCrossEntropy, CrossEntropy, Loss, from_description
+from threeline.saving import ModelFileError
 from threeline.vision import augment as augmentation
 from threeline.vision.data import ImageData
+from threeline.vision.export import load_into
 from threeline.vision.learner import ImageLearner
 from threeline.vision.model import Body, check_head, head_width, make_head
 from threeline.vision.transforms import Preprocess
@@ -92,3 +97,91 @@ def _loss_for(data: ImageData, loss: Loss | None) -> Loss:
         fits = "BinaryCrossEntropy()" if multi else "CrossEntropy()"
         raise ValueError(f"The data is {kind}, but loss={loss!r}; pass loss={fits} or none.")
     return loss
+
+
+def check_fields(meta: Path, info: dict) -> None:
+    classes, pre, head = info.get("classes"), info.get("preprocess"), info.get("head")
+    problems = []
+    if not isinstance(info.get("arch"), str):
+        problems.append("arch must be a model name")
+    if not (isinstance(classes, list) and len(classes) >= 2
+            and all(isinstance(c, str) for c in classes)):
+        problems.append("classes must be a list of at least two names")
+    if not (isinstance(pre, dict) and isinstance(pre.get("size"), int)
+            and all(isinstance(pre.get(k), list) and len(pre[k]) == 3 for k in ("mean", "std"))):
+        problems.append("preprocess must give size, mean and std")
+    if not (isinstance(head, dict) and all(isinstance(head.get(k), int)
+                                           for k in ("in_features", "hidden", "n_classes"))):
+        problems.append("head must give in_features, hidden and n_classes")
+    if problems:
+        raise ModelFileError(f"{meta} is damaged: {'; '.join(problems)}. Save the model again.")
+
+
+def rebuild(info: dict, tensors: dict[str, torch.Tensor], data: ImageData | None = None,
+            device: str | torch.device | None = None, progress: bool = True,
+            source: str = "the saved model") -> ImageLearner:
+    """An :class:`ImageLearner` from a saved description and its tensors, ready to predict.
+
+    Args:
+        info, tensors: what :func:`threeline.saving.read_model` returns.
+        data: an :class:`ImageData` with the same classes, to validate or train further; None
+            gives a learner that only knows the class names (enough to predict).
+        device: None picks CUDA when present, else the CPU.
+    """
+    check_fields(Path(source), info)
+    pre, head_info, classes = info["preprocess"], info["head"], info["classes"]
+    loss = saved_loss(info, source)
+    multi = isinstance(loss, BinaryCrossEntropy)
+    if data is None:
+        data = ImageData.from_classes(classes, size=pre["size"])
+        data.multi_label = multi
+    elif list(data.classes) != classes:
+        raise ValueError(
+            f"The data's classes {data.classes} differ from the model's {classes}. Pass data "
+            f"with the same class folders, or none to only predict.")
+    elif bool(getattr(data, "multi_label", False)) != multi:
+        raise ValueError(
+            f"The model is {'multi' if multi else 'single'}-label but the data is not; pass "
+            f"data labelled the same way (ImageData.from_csv with or without label_delim).")
+    network, _, _ = create_backbone(info["arch"], pretrained=False)
+    body = Body(network)
+    head = make_head(head_info["in_features"], len(classes), head_info["hidden"],
+                     float(head_info.get("dropout", 0.25)))
+    load_into(body, head, tensors, source)
+    preprocess = Preprocess(size=pre["size"], crop_pct=float(pre.get("crop_pct", 0.875)),
+                            interpolation=str(pre.get("interpolation", "bicubic")),
+                            mean=tuple(map(float, pre["mean"])), std=tuple(map(float, pre["std"])))
+    digest = info.get("sha256") or _tensor_digest(tensors)
+    weights_id = f"{info.get('timm_name', info['arch'])}:saved:{digest[:16]}"
+    learn = ImageLearner(body, head, data, preprocess, info["arch"], weights_id,
+                         as_device(device), progress=progress, loss=loss)
+    learn.history = list(info.get("history") or [])
+    return learn
+
+
+def saved_loss(info: dict, source: str = "the saved model") -> Loss:
+    """The loss object saved with a model (its thresholds included); CrossEntropy for files
+    written before losses were saved.
+
+    Example:
+        >>> loss = saved_loss({"loss": {"name": "binary_cross_entropy", "thresholds": [0.3, 0.4]}})
+        >>> type(loss).__name__, [round(t, 2) for t in loss.thresholds.tolist()]
+        ('BinaryCrossEntropy', [0.3, 0.4])
+    """
+    described = info.get("loss")
+    if described is None:
+        return CrossEntropy()
+    try:
+        return from_description(described)
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(f"{source} describes an unknown loss ({err}). Save the model "
+                             f"again with this version of threeline.") from err
+
+
+def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """A content hash of tensors (files of format 1 carried no checksum)."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        digest.update(key.encode())
+        digest.update(tensors[key].float().numpy().tobytes())
+    return digest.hexdigest()

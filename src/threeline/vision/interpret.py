@@ -376,7 +376,7 @@ def show_batch(data: ImageData, k: int = 9, augment: str | Augment | None = None
         padded, sizes, _ = cache.batch(range(len(idx)))
         generator = torch.Generator().manual_seed(seed)
         images = augment(padded, sizes, size, generator).mul_(255).round_().to(torch.uint8)
-    from threeline.vision.labels import label_names
+    from threeline.vision.tables import label_names
 
     titles = ["\n".join(short(n) for n in label_names(data.classes, data.train.labels[i]))
               or "(no label)" for i in idx]

@@ -34,7 +34,7 @@ from threeline.vision.fused import fused
 from threeline.vision.model import Body, layer_groups
 from threeline.vision.predict import ImagePredictions
 from threeline.vision.presize import Presized
-from threeline.vision.solve import LinearSolver
+from threeline.vision.solve import SolvedHead
 from threeline.vision.transforms import Preprocess
 
 
@@ -50,11 +50,12 @@ def memory_format_for(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 
-class ImageLearner(ImagePredictions, Learner):
+class ImageLearner(ImagePredictions, SolvedHead, Learner):
     """Trains and uses an image classifier. Create one with ``Learner.pretrained``.
 
     ``predict``, ``tta``, ``interpret``, ``tune_thresholds`` and ``heatmap`` are in
-    :mod:`threeline.vision.predict`."""
+    :mod:`threeline.vision.predict`; ``fit`` and ``solves_head`` (a linear head solved on
+    cached activations) in :mod:`threeline.vision.solve`."""
 
     def __init__(self, body: Body, head: nn.Module, data: ImageData, preprocess: Preprocess,
                  arch: str, weights_id: str, device: torch.device, seed: int = 0,
@@ -331,43 +332,6 @@ class ImageLearner(ImagePredictions, Learner):
             view = fused(self.body, feature_cache.example_input(self))
             self._fused_body = view if view is not None else self.body
         return self._fused_body
-
-    # ----------------------------------------------------------------- the solved head
-
-    _solver: LinearSolver | None = None  # set during a fit that solves the head
-
-    @property
-    def solves_head(self) -> bool:
-        """True when :meth:`fit` solves the head instead of stepping it: a linear head
-        (``hidden=0``, the default for up to 2,000 training images) on cached activations."""
-        head = self.head
-        return (self.precompute and isinstance(head, nn.Sequential) and len(head) == 3
-                and isinstance(head[0], nn.BatchNorm1d) and isinstance(head[-1], nn.Linear))
-
-    def fit(self, lr, epochs: int = 1, *args, **kwargs) -> list[dict]:
-        """Train for ``epochs`` epochs (see :meth:`threeline.learner.Learner.fit`).
-
-        A linear head on cached activations (``hidden=0``; the default for up to 2,000
-        training images) is solved rather than stepped: an L2-regularized logistic regression
-        (binary per label for multi-label data) on the standardized activations, its penalty
-        chosen by 5-fold cross-validation on the training images alone, solved by L-BFGS in
-        the first epoch and refined in the next ones (:mod:`threeline.vision.solve`). ``lr``,
-        ``wd`` and the schedule do not apply to it; on small folders this ended at or above
-        every stepped head tried (``benchmarks/results/small_data-*.md``).
-
-        Example:
-            >>> from threeline import ImageData, demo_path
-            >>> learn = Learner.pretrained("efficientnet_lite0",
-            ...     ImageData.from_folder(demo_path()), precompute=True, progress=False)
-            >>> learn.solves_head
-            True
-        """
-        if self.solves_head:
-            self._solver = LinearSolver(self.multi_label, self.seed)
-        try:
-            return super().fit(lr, epochs, *args, **kwargs)
-        finally:
-            self._solver = None
 
     def train_step(self, x, y) -> torch.Tensor:
         if self._solver is None:

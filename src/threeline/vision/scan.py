@@ -40,7 +40,7 @@ RUN_MARKER = ".threeline-run"  # the file ``threeline train`` puts in every run 
 @dataclass
 class Split:
     """The files of one split and their labels: indices into ``classes``, or for multi-label
-    data one tuple of 0/1 per file (a multi-hot row, see :mod:`threeline.vision.labels`)."""
+    data one tuple of 0/1 per file (a multi-hot row, see :mod:`threeline.vision.tables`)."""
 
     files: list[Path]
     labels: list[int]  # or list[tuple[int, ...]] when multi-label

@@ -15,6 +15,9 @@ images than activation dimensions, each problem is solved in the span of its tra
 
     solver = LinearSolver(multi_label=False, seed=0)
     loss = solver.step(head, features, labels)   # (N, D), (N,) -> the head fitted in place
+
+:class:`SolvedHead` is the learner's side: ``learn.fit`` solves such a head instead of
+stepping it.
 """
 
 from __future__ import annotations
@@ -234,3 +237,45 @@ class LinearSolver:
             if bool((penalty == self.penalty).all()):
                 break
         return w
+
+
+class SolvedHead:
+    """The ``ImageLearner`` side of a solved head: :meth:`fit` sets ``_solver`` while it
+    solves, and the learner's hooks (steps, batches, train mode, the step) then hand the whole
+    training set to it. A mixin of ``ImageLearner`` only: it uses the learner's ``head``,
+    ``precompute``, ``multi_label`` and ``seed``."""
+
+    _solver: LinearSolver | None = None  # set during a fit that solves the head
+
+    @property
+    def solves_head(self) -> bool:
+        """True when :meth:`fit` solves the head instead of stepping it: a linear head
+        (``hidden=0``, the default for up to 2,000 training images) on cached activations."""
+        head = self.head
+        return (self.precompute and isinstance(head, nn.Sequential) and len(head) == 3
+                and isinstance(head[0], nn.BatchNorm1d) and isinstance(head[-1], nn.Linear))
+
+    def fit(self, lr, epochs: int = 1, *args, **kwargs) -> list[dict]:
+        """Train for ``epochs`` epochs (see :meth:`threeline.learner.Learner.fit`).
+
+        A linear head on cached activations (``hidden=0``; the default for up to 2,000
+        training images) is solved rather than stepped: an L2-regularized logistic regression
+        (binary per label for multi-label data) on the standardized activations, its penalty
+        chosen by 5-fold cross-validation on the training images alone, solved by L-BFGS in
+        the first epoch and refined in the next ones (:mod:`threeline.vision.solve`). ``lr``,
+        ``wd`` and the schedule do not apply to it; on small folders this ended at or above
+        every stepped head tried (``benchmarks/results/small_data-*.md``).
+
+        Example:
+            >>> from threeline import ImageData, Learner, demo_path
+            >>> learn = Learner.pretrained("efficientnet_lite0",
+            ...     ImageData.from_folder(demo_path()), precompute=True, progress=False)
+            >>> learn.solves_head
+            True
+        """
+        if self.solves_head:
+            self._solver = LinearSolver(self.multi_label, self.seed)
+        try:
+            return super().fit(lr, epochs, *args, **kwargs)
+        finally:
+            self._solver = None
