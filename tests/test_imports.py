@@ -26,5 +26,5 @@ def test_import_threeline_loads_no_application_and_no_heavy_library():
 
 def test_an_application_loads_when_first_used():
     loaded = _loaded_after("import threeline\nthreeline.ImageData")
-    assert "threeline.vision" in loaded and "timm" in loaded
+    assert "threeline.vision" in loaded and "timm" not in loaded and "torchvision" not in loaded
     assert "matplotlib" not in loaded and "pandas" not in loaded

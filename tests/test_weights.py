@@ -57,7 +57,7 @@ def test_input_size_and_normalization_come_from_the_weights_config():
         assert config["input_size"] == (3, size, size)
         assert config["mean"] == (0.5, 0.5, 0.5)
     net, config, _ = create_backbone("efficientnet_lite2")
-    assert net.pretrained_cfg["input_size"] == (3, 260, 260)
+    assert net.config.size == 260  # the size it was trained at
     assert resolve("efficientnet_lite2").size == 300 and resolve("efficientnet_lite0").size is None
 
 

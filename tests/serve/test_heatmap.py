@@ -16,30 +16,23 @@ def _photos(root, n: int = 2) -> list:
 
 
 def _hooked_cam(learn, photo, target: int | None) -> tuple[np.ndarray, int, np.ndarray]:
-    """Grad-CAM the textbook way: hooks on the body's last layer, backward through the whole
-    network from the class score of one image."""
+    """Grad-CAM the textbook way: the whole network run from the photo with gradients, a hook
+    on the body's last feature maps, backward from one class score."""
     body, head = learn.body, learn.head
     body.eval()
     head.eval()
+    p = learn.preprocess
+    pixels = p(photo)[None].float() / 255  # (1, 3, S, S)
+    mean = torch.tensor(p.mean).view(1, 3, 1, 1)
+    std = torch.tensor(p.std).view(1, 3, 1, 1)
+    x = ((pixels - mean) / std).requires_grad_(True)  # so the frozen body is in the graph
+    features = body.features.forward_features(x)  # (1, F, h, w): the body's last layer
     saved = {}
-
-    def keep(module, args, out):
-        out.register_hook(lambda grad: saved.__setitem__("grad", grad))
-        saved["maps"] = out
-
-    handle = body.features.bn2.register_forward_hook(keep)  # the last layer of the body
-    try:
-        p = learn.preprocess
-        pixels = p(photo)[None].float() / 255  # (1, 3, S, S)
-        mean = torch.tensor(p.mean).view(1, 3, 1, 1)
-        std = torch.tensor(p.std).view(1, 3, 1, 1)
-        x = ((pixels - mean) / std).requires_grad_(True)  # so the frozen body is in the graph
-        logits = head(body(x))  # (1, C)
-        target = int(logits.argmax()) if target is None else target
-        logits[0, target].backward()
-    finally:
-        handle.remove()
-    maps, grads = saved["maps"].detach(), saved["grad"]  # (1, F, h, w) each
+    features.register_hook(lambda grad: saved.__setitem__("grad", grad))
+    logits = head(body.pool(features))  # (1, C): body(x) is pool(forward_features(x))
+    target = int(logits.argmax()) if target is None else target
+    logits[0, target].backward()
+    maps, grads = features.detach(), saved["grad"]  # (1, F, h, w) each
     weights = grads.mean(dim=(2, 3))[0]  # (F,)
     cam = torch.relu(torch.einsum("f,fhw->hw", weights, maps[0]))  # (h, w)
     up = F.interpolate(cam[None, None], size=(p.size, p.size), mode="bilinear",

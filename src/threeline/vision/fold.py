@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import sys
 from collections import OrderedDict
 from collections.abc import Iterator
 
 import torch
-from timm.layers import BatchNormAct2d
 from torch import nn
 
 
@@ -31,8 +31,8 @@ def folded(network: nn.Module, example: torch.Tensor) -> nn.Module:
     """An eval-mode copy of ``network`` with each conv -> BatchNorm pair merged into the conv.
 
     Example:
-        >>> import timm
-        >>> net = timm.create_model("tf_efficientnet_lite0", num_classes=0).eval()
+        >>> from threeline.models.efficientnet_lite import efficientnet_lite
+        >>> net = efficientnet_lite(0).eval()
         >>> x = torch.randn(2, 3, 64, 64)
         >>> fast = folded(net, x)
         >>> any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
@@ -104,7 +104,9 @@ def conv_norm_pairs(network: nn.Module, example: torch.Tensor
 
 def _foldable(module: nn.Module) -> bool:
     """A plain BatchNorm2d, or timm's BatchNormAct2d, with running statistics."""
-    return (type(module) in (nn.BatchNorm2d, BatchNormAct2d)
+    layers = sys.modules.get("timm.layers")  # a network of timm's: timm is imported already
+    kinds = (nn.BatchNorm2d,) + ((layers.BatchNormAct2d,) if layers is not None else ())
+    return (type(module) in kinds
             and module.running_mean is not None and module.running_var is not None)
 
 

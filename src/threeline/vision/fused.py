@@ -18,13 +18,13 @@ Pairs are found as in :mod:`threeline.fold`, and the view is checked against the
 from __future__ import annotations
 
 import copy
+import sys
 
 import torch
 import torch.nn.functional as F
-from timm.layers import BatchNormAct2d, Conv2dSame
-from timm.layers.conv2d_same import conv2d_same
 from torch import nn
 
+from threeline.models.efficientnet_lite import SameConv2d
 from threeline.vision.fold import close, conv_norm_pairs, conv_norm_weights, silenced
 
 
@@ -46,10 +46,24 @@ class FusedConv(nn.Module):
         if type(conv) is nn.Conv2d and conv.padding_mode == "zeros":
             return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation,
                             conv.groups)
-        if type(conv) is Conv2dSame:
-            return conv2d_same(x, weight, bias, conv.stride, conv.padding, conv.dilation,
-                               conv.groups)
+        if type(conv) is SameConv2d:
+            return conv.run(x, weight, bias)
+        timm_same = _timm_conv2d_same(conv)
+        if timm_same is not None:
+            return timm_same(x, weight, bias, conv.stride, conv.padding, conv.dilation,
+                             conv.groups)
         return torch.func.functional_call(conv, {"weight": weight, "bias": bias}, (x,))
+
+
+def _timm_conv2d_same(conv: nn.Module):
+    """timm's "same"-padded conv function when ``conv`` is timm's ``Conv2dSame`` (then timm is
+    already imported: a network of timm's is what holds one), else None."""
+    layers = sys.modules.get("timm.layers")
+    if layers is None or type(conv) is not layers.Conv2dSame:
+        return None
+    from timm.layers.conv2d_same import conv2d_same
+
+    return conv2d_same
 
 
 class FusedBody(nn.Module):
@@ -91,8 +105,8 @@ class FusedBody(nn.Module):
 
 
 class NormTail(nn.Module):
-    """What is left of ``norm`` after :class:`FusedConv`: its dropout and activation (timm's
-    ``BatchNormAct2d``), or the whole norm when it trains."""
+    """What is left of ``norm`` after :class:`FusedConv`: its dropout and activation (when it
+    is timm's ``BatchNormAct2d``: a plain norm has none), or the whole norm when it trains."""
 
     def __init__(self, norm: nn.BatchNorm2d):
         super().__init__()
@@ -101,8 +115,9 @@ class NormTail(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.norm.training:
             return self.norm(x)
-        if isinstance(self.norm, BatchNormAct2d):
-            return self.norm.act(self.norm.drop(x))
+        for part in (getattr(self.norm, "drop", None), getattr(self.norm, "act", None)):
+            if part is not None:
+                x = part(x)
         return x
 
 
@@ -115,8 +130,8 @@ def fused(network: nn.Module, example: torch.Tensor) -> nn.Module | None:
     ``network.train()`` / ``.eval()`` and freezing parameters act on the view too.
 
     Example:
-        >>> import timm
-        >>> net = timm.create_model("tf_efficientnet_lite0", num_classes=0).eval()
+        >>> from threeline.models.efficientnet_lite import efficientnet_lite
+        >>> net = efficientnet_lite(0).eval()
         >>> x = torch.randn(2, 3, 64, 64)
         >>> view = fused(net, x)
         >>> bool(torch.allclose(view(x), net(x), atol=1e-4))

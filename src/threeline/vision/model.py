@@ -1,4 +1,4 @@
-"""The network: a pretrained timm body that ends in pooled features, and a small new head.
+"""The network: a pretrained body that ends in pooled features, and a small new head.
 
 ``body(images)`` -> (B, D) pooled activations (average and max pooling concatenated), which is what
 ``precompute=True`` caches. ``head(features)`` -> (B, C) logits.
@@ -9,29 +9,31 @@ from __future__ import annotations
 import itertools
 
 import torch
-from timm.layers import SelectAdaptivePool2d
 from torch import nn
 
 
 class Body(nn.Module):
-    """A headless timm network followed by concatenated average + max pooling.
+    """A headless network (``forward_features`` and ``num_features``, as timm's have) followed
+    by concatenated average + max pooling.
 
     Example:
-        >>> import timm
-        >>> net = timm.create_model("tf_efficientnet_lite0", num_classes=0, global_pool="")
-        >>> Body(net)(torch.zeros(2, 3, 64, 64)).shape
+        >>> from threeline.models.efficientnet_lite import efficientnet_lite
+        >>> Body(efficientnet_lite(0))(torch.zeros(2, 3, 64, 64)).shape
         torch.Size([2, 2560])
     """
 
     def __init__(self, features: nn.Module):
         super().__init__()
         self.features = features
-        self.pool = SelectAdaptivePool2d(pool_type="catavgmax", flatten=True)
         self.out_features = 2 * features.num_features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        maps = self.features.forward_features(images)  # (B, F, H/32, W/32)
-        return self.pool(maps)  # (B, 2F)
+        return self.pool(self.features.forward_features(images))  # maps: (B, F, H/32, W/32)
+
+    @staticmethod
+    def pool(maps: torch.Tensor) -> torch.Tensor:
+        """(B, F, h, w) feature maps -> (B, 2F): their average and maximum, concatenated."""
+        return torch.cat([maps.mean((2, 3)), maps.amax((2, 3))], 1)
 
 
 SOLVED_HEAD_MAX_IMAGES = 2000  # up to this many training images the default head is linear
@@ -101,20 +103,23 @@ def make_head(in_features: int, n_classes: int, hidden: int = 512,
 def body_groups(body: Body, n_groups: int = 2) -> list[list[nn.Parameter]]:
     """The body's parameters in ``n_groups`` contiguous groups, from the input side up.
 
-    Uses the timm network's own stage grouping (``group_matcher``: stem, then each stage of
-    blocks, then the last convolution) and splits the stages into ``n_groups`` runs of equal
-    length, so for an EfficientNet the first group is the stem and early stages and the second
-    the late stages. Networks without ``group_matcher`` are split by their top-level children.
+    Uses the network's own stage grouping (``parameter_stages()``, or a timm network's
+    ``group_matcher``: stem, then each stage of blocks, then the last convolution) and splits
+    the stages into ``n_groups`` runs of equal length, so for an EfficientNet the first group is
+    the stem and early stages and the second the late stages. Other networks are split by
+    their top-level children.
 
     Example:
-        >>> import timm
-        >>> net = timm.create_model("tf_efficientnet_lite0", num_classes=0, global_pool="")
+        >>> from threeline.models.efficientnet_lite import efficientnet_lite
+        >>> net = efficientnet_lite(0)
         >>> early, late = body_groups(Body(net))
         >>> len(early) + len(late) == len(list(net.parameters()))
         True
     """
     net = body.features
-    if hasattr(net, "group_matcher"):
+    if hasattr(net, "parameter_stages"):
+        stages = net.parameter_stages()
+    elif hasattr(net, "group_matcher"):
         from timm.models import group_parameters
 
         named = dict(net.named_parameters())
@@ -136,9 +141,8 @@ def layer_groups(body: Body, head: nn.Module) -> list[list[nn.Parameter]]:
     """[early body, late body, head]: the groups that differential learning rates spread over.
 
     Example:
-        >>> import timm
-        >>> net = timm.create_model("tf_efficientnet_lite0", num_classes=0, global_pool="")
-        >>> body = Body(net)
+        >>> from threeline.models.efficientnet_lite import efficientnet_lite
+        >>> body = Body(efficientnet_lite(0))
         >>> len(layer_groups(body, make_head(body.out_features, 2)))
         3
     """
