@@ -24,6 +24,7 @@ import os
 import signal
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 from torch import nn
@@ -91,10 +92,16 @@ def join(world: World, device: torch.device) -> None:
         signal.signal(signal.SIGTERM, _interrupt)
 
 
-def leave() -> None:
-    """Leave the process group (nothing when none was joined)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+def leave(wait_s: float = 30.0) -> None:
+    """Leave the process group (nothing when none was joined), together: every process first
+    waits (at most ``wait_s``) for the others to get here, so none tears its connections down
+    while a peer still uses them (under load that aborted a process after its work was done:
+    "terminate called without an active exception"). A peer that died does not hold it up."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    with contextlib.suppress(RuntimeError):  # a peer is gone or late: leave anyway
+        torch.distributed.barrier(async_op=True).wait(timeout=timedelta(seconds=wait_s))
+    torch.distributed.destroy_process_group()
 
 
 def _interrupt(signum: int, frame) -> None:
