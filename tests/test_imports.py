@@ -28,3 +28,20 @@ def test_an_application_loads_when_first_used():
     loaded = _loaded_after("import threeline\nthreeline.ImageData")
     assert "threeline.vision" in loaded and "timm" not in loaded and "torchvision" not in loaded
     assert "matplotlib" not in loaded and "pandas" not in loaded
+
+
+def test_importing_optimizers_early_runs_beside_the_three_lines(dogscats_demo, tmp_path):
+    """The background import of torch._dynamo that a CUDA precompute starts (forced here on a
+    CPU) runs while the main thread decodes, precomputes and trains: no deadlock, same model."""
+    code = (f"import sys, threading, torch\n"
+            f"from threeline.devices import import_optimizers_early\n"
+            f"from threeline import ImageData, Learner\n"
+            f"import_optimizers_early(torch.device('cuda'))  # the thread starts on any machine\n"
+            f"started = any(t.name == 'threeline-import' for t in threading.enumerate())\n"
+            f"data = ImageData.from_folder({str(dogscats_demo)!r}, size=96)\n"
+            f"learn = Learner.pretrained('efficientnet_lite0', data, precompute=True, "
+            f"progress=False, cache_dir={str(tmp_path)!r})\n"
+            f"learn.fit(0.01, 2)\nprint(started, learn.validate()['accuracy'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600, check=True).stdout.split()
+    assert out[-2] == "True" and float(out[-1]) >= 0.9

@@ -25,8 +25,8 @@ without a GPU, but there Pillow in worker processes is as fast and is what the l
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,10 +52,35 @@ def available(device: torch.device) -> bool:
     """
     if device.type != "cuda":
         return False
-    try:
-        from torchvision.io import decode_jpeg  # noqa: F401
-    except ImportError:
-        return False
+    return image_ops()
+
+
+RGB = 3  # torchvision's ImageReadMode.RGB
+
+
+def image_ops() -> bool:
+    """Load torchvision's compiled image operators (``torch.ops.image``) from its package
+    folder without running its Python modules, which import ``torchvision.ops`` and with it
+    ``torch._dynamo`` (over five seconds on a fresh GPU machine); True when nvjpeg's batch
+    decoder is there. A torchvision laid out otherwise is imported the usual way.
+
+    Example:
+        >>> image_ops() in (True, False)
+        True
+    """
+    if not hasattr(torch.ops.image, "decode_jpeg"):
+        spec = importlib.util.find_spec("torchvision")
+        folder = Path(spec.submodule_search_locations[0]) if spec and \
+            spec.submodule_search_locations else None
+        libraries = [lib for pattern in ("_C*.so", "image*.so")  # _C first, as torchvision does
+                     for lib in sorted(folder.glob(pattern))] if folder else []
+        try:
+            for lib in libraries:
+                torch.ops.load_library(str(lib))
+            if not libraries:
+                import torchvision.io  # noqa: F401
+        except (ImportError, OSError):
+            return False
     return hasattr(torch.ops.image, "decode_jpegs_cuda")
 
 
@@ -189,23 +214,27 @@ def _decode(datas: list[torch.Tensor], device: torch.device,
 
 
 def _decode_all(datas: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    with warnings.catch_warnings():
-        # torchvision 0.29 deprecates its image decoders (for TorchCodec, which has no batched
-        # GPU decoding yet); the fallback covers a torchvision without them
-        warnings.simplefilter("ignore", DeprecationWarning)
+    """nvjpeg through torchvision's operator (what ``torchvision.io.decode_jpeg`` calls; its
+    Python side is deprecated in torchvision 0.29 for TorchCodec, which has no batched GPU
+    decoding yet); a batch that fails is decoded file by file, a failing file gives None.
+    On a CPU, libjpeg-turbo one file at a time."""
+    image_ops()
+    if device.type != "cuda":
+        def decode(datas: list[torch.Tensor], mode: int, device: torch.device) -> list:
+            return [torch.ops.image.decode_jpeg(data, mode, False) for data in datas]
+    else:
+        decode = torch.ops.image.decode_jpegs_cuda
+    try:
+        return list(decode(datas, RGB, device))
+    except RuntimeError:
+        pass
+    out: list[torch.Tensor | None] = []
+    for data in datas:
         try:
-            return list(decode_jpeg(datas, mode=ImageReadMode.RGB, device=device))
+            out.append(decode([data], RGB, device)[0])
         except RuntimeError:
-            pass
-        out: list[torch.Tensor | None] = []
-        for data in datas:
-            try:
-                out.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
-            except RuntimeError:
-                out.append(None)
-        return out
+            out.append(None)
+    return out
 
 
 def apply_boxes(images: list[torch.Tensor], boxes: list[Box],
