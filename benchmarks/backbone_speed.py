@@ -27,6 +27,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from common import publish  # noqa: E402
 from threeline.vision.fused import fused  # noqa: E402
 from threeline.vision.model import Body  # noqa: E402
 from threeline.vision.weights import REGISTRY, create_backbone  # noqa: E402
@@ -108,11 +109,8 @@ def main(argv=None) -> None:
     for kind in ("forward", "train"):
         a, b = med["threeline"][kind], med["timm"][kind]
         lines.append(f"| {kind} | {a:.1f} | {b:.1f} | {a / b:.2f} |")
-    print("\n".join(lines))
-    if args.out:
-        path = args.out / f"backbone_speed-{args.arch}-{args.machine}-{datetime.date.today()}.md"
-        path.write_text("\n".join(lines) + "\n")
-        print(f"wrote {path}")
+    name = f"backbone_speed-{args.arch}-{args.machine}-{datetime.date.today()}.md"
+    publish(lines, args.out, name)
 
 
 if __name__ == "__main__":

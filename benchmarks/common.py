@@ -153,3 +153,12 @@ def peak_memory_mib(device: str) -> tuple[str, float]:
 
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def publish(lines: list[str], out: Path | None, name: str) -> None:
+    """Print a report's markdown lines; with ``out``, also write them to ``out/name``."""
+    print("\n".join(lines))
+    if out:
+        path = Path(out) / name
+        path.write_text("\n".join(lines) + "\n")
+        print(f"wrote {path}")

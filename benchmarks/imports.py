@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import publish
+
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ["import torch", "import threeline", "folder scan", "model", "precompute", "fit"]
 CHILD = r"""
@@ -104,11 +106,7 @@ def main(argv=None) -> None:
              f"`{command}`: {args.runs} fresh processes per source tree, {args.arch}, "
              f"size {args.size or 'default'}, device {args.device}, data {args.data.name}.", "",
              *table(results)]
-    print("\n".join(lines))
-    if args.out:
-        path = args.out / f"imports-{args.machine}-{datetime.date.today()}.md"
-        path.write_text("\n".join(lines) + "\n")
-        print(f"wrote {path}")
+    publish(lines, args.out, f"imports-{args.machine}-{datetime.date.today()}.md")
 
 
 if __name__ == "__main__":

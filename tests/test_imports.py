@@ -30,18 +30,33 @@ def test_an_application_loads_when_first_used():
     assert "matplotlib" not in loaded and "pandas" not in loaded
 
 
+def _three_lines(demo, cache, before: str = "", after: str = "") -> list[str]:
+    """The three lines (lite0 on the demo photos, cached activations, two epochs) in a new
+    process: ``before`` runs first, ``after`` last; the words it printed."""
+    code = (f"import sys, threading, torch\n{before}\nfrom threeline import ImageData, Learner\n"
+            f"data = ImageData.from_folder({str(demo)!r}, size=96)\n"
+            f"learn = Learner.pretrained('efficientnet_lite0', data, precompute=True, "
+            f"progress=False, cache_dir={str(cache)!r})\nlearn.fit(0.01, 2)\n{after}")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600, check=True).stdout.split()
+
+
+def test_the_three_lines_and_fine_tuning_import_neither_timm_nor_torchvision(dogscats_demo,
+                                                                             tmp_path):
+    """The registered backbones are built by threeline.models.efficientnet_lite (on a CPU,
+    where nvjpeg is not used, torchvision is not needed either)."""
+    out = _three_lines(dogscats_demo, tmp_path, after=(
+        "learn.unfreeze(); learn.fit(1e-4, 1)\n"
+        "print(learn.validate()['accuracy'], 'timm' in sys.modules, 'torchvision' in sys.modules)"))
+    assert float(out[-3]) >= 0.9 and out[-2:] == ["False", "False"]
+
+
 def test_importing_optimizers_early_runs_beside_the_three_lines(dogscats_demo, tmp_path):
     """The background import of torch._dynamo that a CUDA precompute starts (forced here on a
     CPU) runs while the main thread decodes, precomputes and trains: no deadlock, same model."""
-    code = (f"import sys, threading, torch\n"
-            f"from threeline.devices import import_optimizers_early\n"
-            f"from threeline import ImageData, Learner\n"
-            f"import_optimizers_early(torch.device('cuda'))  # the thread starts on any machine\n"
-            f"started = any(t.name == 'threeline-import' for t in threading.enumerate())\n"
-            f"data = ImageData.from_folder({str(dogscats_demo)!r}, size=96)\n"
-            f"learn = Learner.pretrained('efficientnet_lite0', data, precompute=True, "
-            f"progress=False, cache_dir={str(tmp_path)!r})\n"
-            f"learn.fit(0.01, 2)\nprint(started, learn.validate()['accuracy'])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=600, check=True).stdout.split()
+    out = _three_lines(dogscats_demo, tmp_path, before=(
+        "from threeline.devices import import_optimizers_early\n"
+        "import_optimizers_early(torch.device('cuda'))  # the thread starts on any machine\n"
+        "started = any(t.name == 'threeline-import' for t in threading.enumerate())"),
+        after="print(started, learn.validate()['accuracy'])")
     assert out[-2] == "True" and float(out[-1]) >= 0.9
