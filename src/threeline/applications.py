@@ -11,30 +11,26 @@ from importlib import import_module
 from typing import Any
 
 
+def _factory(package: str, function: str, doc: str) -> classmethod:
+    """A class method that imports ``package`` when called and returns its ``function``'s
+    learner."""
+    def make(cls, *args: Any, **kwargs: Any) -> Any:
+        return getattr(import_module(package), function)(*args, **kwargs)
+
+    make.__name__, make.__doc__ = function, doc
+    return classmethod(make)
+
+
 class Applications:
     """Factories of :class:`threeline.learner.Learner` for each application."""
 
-    @classmethod
-    def pretrained(cls, *args, **kwargs) -> Any:
-        """An image classifier on a pretrained body: :func:`threeline.vision.pretrained`."""
-        return import_module("threeline.vision").pretrained(*args, **kwargs)
-
-    @classmethod
-    def tabular(cls, *args, **kwargs) -> Any:
-        """A model of a table: :func:`threeline.tabular.tabular_learner`."""
-        return import_module("threeline.tabular").tabular_learner(*args, **kwargs)
-
-    @classmethod
-    def collab(cls, *args, **kwargs) -> Any:
-        """Collaborative filtering: :func:`threeline.collab.collab_learner`."""
-        return import_module("threeline.collab").collab_learner(*args, **kwargs)
-
-    @classmethod
-    def text_classifier(cls, *args, **kwargs) -> Any:
-        """A text classifier: :func:`threeline.text.text_classifier`."""
-        return import_module("threeline.text").text_classifier(*args, **kwargs)
-
-    @classmethod
-    def language_model(cls, *args, **kwargs) -> Any:
-        """A language model: :func:`threeline.text.language_model`."""
-        return import_module("threeline.text").language_model(*args, **kwargs)
+    pretrained = _factory("threeline.vision", "pretrained", "An image classifier on a "
+                          "pretrained body: :func:`threeline.vision.pretrained`.")
+    tabular = _factory("threeline.tabular", "tabular_learner",
+                       "A model of a table: :func:`threeline.tabular.tabular_learner`.")
+    collab = _factory("threeline.collab", "collab_learner",
+                      "Collaborative filtering: :func:`threeline.collab.collab_learner`.")
+    text_classifier = _factory("threeline.text", "text_classifier",
+                               "A text classifier: :func:`threeline.text.text_classifier`.")
+    language_model = _factory("threeline.text", "language_model",
+                              "A language model: :func:`threeline.text.language_model`.")

@@ -99,3 +99,9 @@ class SaveCheckpoints(Callback):
         if interrupted:
             print(self.store.restore_last(learn), flush=True)
         self.store.wait()  # the last epoch's weights are on disk when fit returns
+
+
+def emit(callbacks: list[Callback], event: str, *args) -> None:
+    """Call ``event`` (e.g. ``"on_epoch_end"``) on each callback in turn."""
+    for callback in callbacks:
+        getattr(callback, event)(*args)

@@ -16,14 +16,20 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from threeline import distributed, lr_finder, optim, schedules
 from threeline.applications import Applications
-from threeline.callbacks import Callback, CancelFit, SaveCheckpoints, ScheduleRates, ShowEpochs
+from threeline.callbacks import (
+    Callback,
+    CancelFit,
+    SaveCheckpoints,
+    ScheduleRates,
+    ShowEpochs,
+    emit,
+)
 from threeline.checkpoints import Checkpoints
 from threeline.devices import as_device
 from threeline.graph_step import GraphStep
@@ -256,7 +262,7 @@ class Learner(LearnerState, Applications):
         interrupted = False
         with torch.random.fork_rng(devices=devices):  # the caller's random state is untouched
             try:
-                _emit(callbacks, "on_fit_begin", self)
+                emit(callbacks, "on_fit_begin", self)
                 first = len(self.history)
                 for i in range(epochs):
                     self.epoch = first + i  # seeds the batch order and dropout of the epoch
@@ -267,7 +273,7 @@ class Learner(LearnerState, Applications):
                 interrupted = True
             finally:
                 self.interrupted = interrupted
-                _emit(callbacks, "on_fit_end", self, interrupted)
+                emit(callbacks, "on_fit_end", self, interrupted)
         return rows
 
     def steps_per_process(self) -> int:
@@ -282,16 +288,16 @@ class Learner(LearnerState, Applications):
                validate: bool) -> dict:
         start = time.perf_counter()
         torch.manual_seed(self.seed * 100_003 + self.epoch + 7_919 * self.world.rank)  # dropout
-        _emit(callbacks, "on_epoch_begin", self)
+        emit(callbacks, "on_epoch_begin", self)
         self.set_train_mode(module)
         losses, batches = [], self.train_batches()
         if self.world.size > 1 and not (self.shards_batches or self._data_per_process):
             batches = distributed.shard(batches, self.world, self.steps_per_epoch())
         for x, y in batches:
-            _emit(callbacks, "on_batch_begin", self)
+            emit(callbacks, "on_batch_begin", self)
             loss = step(x, y)
             losses.append(loss)
-            _emit(callbacks, "on_batch_end", self, loss)
+            emit(callbacks, "on_batch_end", self, loss)
             self.step += 1
         if not validate:
             return {}
@@ -301,7 +307,7 @@ class Learner(LearnerState, Applications):
                "time": time.perf_counter() - start}
         self.history.append(row)
         self.interrupted = False
-        _emit(callbacks, "on_epoch_end", self, row)
+        emit(callbacks, "on_epoch_end", self, row)
         return row
 
     @torch.inference_mode()
@@ -375,20 +381,6 @@ class Learner(LearnerState, Applications):
     # ----------------------------------------------------------------- checkpoints
 
     @property
-    def checkpoint_dir(self) -> Path | None:
-        """Where ``fit`` saves ``last`` and ``best`` after each epoch (None until the first
-        save). Set a folder to choose it, or ``False`` to save no checkpoints."""
-        store = self._checkpoints
-        return None if not store.enabled or store.last is None else store.last.parent
-
-    @checkpoint_dir.setter
-    def checkpoint_dir(self, folder: str | os.PathLike | bool | None) -> None:
-        if folder is False:
-            self._checkpoints = Checkpoints(enabled=False)
-        else:
-            self._checkpoints = Checkpoints(None if folder in (None, True) else folder)
-
-    @property
     def _data_per_process(self) -> bool:
         """True when the data already holds only this process's part (``for_process``)."""
         return hasattr(self.data, "for_process")
@@ -398,8 +390,3 @@ class Learner(LearnerState, Applications):
             raise ValueError("This learner has no data (it was loaded to predict). Pass data= "
                              "to Learner.load to train or validate it.")
         return self.data
-
-
-def _emit(callbacks: list[Callback], event: str, *args) -> None:
-    for callback in callbacks:
-        getattr(callback, event)(*args)

@@ -18,12 +18,29 @@ from typing import Any
 import torch
 from torch import nn
 
+from threeline.checkpoints import Checkpoints
 from threeline.saving import ModelFileError, model_paths, read_model, write_model
 
 
 class LearnerState:
     """Saving and loading for :class:`threeline.learner.Learner` (``model``, ``loss``,
-    ``history`` and ``world`` are the learner's)."""
+    ``history`` and ``world`` are the learner's), and where ``fit`` checkpoints."""
+
+    _checkpoints: Checkpoints
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        """Where ``fit`` saves ``last`` and ``best`` after each epoch (None until the first
+        save). Set a folder to choose it, or ``False`` to save no checkpoints."""
+        store = self._checkpoints
+        return None if not store.enabled or store.last is None else store.last.parent
+
+    @checkpoint_dir.setter
+    def checkpoint_dir(self, folder: str | os.PathLike | bool | None) -> None:
+        if folder is False:
+            self._checkpoints = Checkpoints(enabled=False)
+        else:
+            self._checkpoints = Checkpoints(None if folder in (None, True) else folder)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Every tensor that :meth:`save` writes."""

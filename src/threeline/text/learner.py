@@ -259,7 +259,7 @@ def language_model(data: TextData, arch: str | None = None, n_layers: int | None
         texts = data.lm_texts("train") + (data.valid_texts if char else [])
         tokenizer = T.train_tokenizer(texts, data.level, vocab_size, min_freq)
     bptt = bptt or (200 if char else 70)
-    streams = [_stream(tokenizer, data.lm_texts(s), data.stream) for s in ("train", "valid")]
+    streams = [T.stream(tokenizer, data.lm_texts(s), data.stream) for s in ("train", "valid")]
     if batch_size is None:  # 64 rows, fewer when the validation text is short
         batch_size = max(1, min(64, min(map(len, streams)) // (2 * bptt + 1)))
     batches = StreamBatches(*streams, batch_size=batch_size, bptt=bptt)
@@ -285,20 +285,6 @@ def _awd_lm_groups(model: rnn.AWDLanguageModel) -> list[list[nn.Parameter]]:
     groups = model.encoder.groups()
     groups[-1] = groups[-1] + [model.decoder.bias]
     return groups
-
-
-def _stream(tok: T.Tokenizer, texts: list[str], single: bool) -> np.ndarray:
-    """Texts as one id stream, each text after a begin marker (none for one long text)."""
-    ids, offsets = T.encode(tok, texts)
-    if single:
-        return ids
-    out = np.empty(len(ids) + len(texts), dtype=np.int32)
-    starts = offsets[:-1] + np.arange(len(texts))
-    out[starts] = tok.bos_id
-    keep = np.ones(len(out), dtype=bool)
-    keep[starts] = False
-    out[keep] = ids
-    return out
 
 
 def text_classifier(data: TextData, encoder: str | os.PathLike = "awd_lstm",

@@ -218,3 +218,17 @@ def encode(tok: Tokenizer, texts: Sequence[str], cache: bool = True
 def _save_npz(tmp: Path, ids: np.ndarray, offsets: np.ndarray) -> None:
     with open(tmp, "wb") as f:
         np.savez(f, ids=ids, offsets=offsets)
+
+
+def stream(tok: Tokenizer, texts: list[str], single: bool) -> np.ndarray:
+    """Texts as one id stream, each text after a begin marker (none for one long text)."""
+    ids, offsets = encode(tok, texts)
+    if single:
+        return ids
+    out = np.empty(len(ids) + len(texts), dtype=np.int32)
+    starts = offsets[:-1] + np.arange(len(texts))
+    out[starts] = tok.bos_id
+    keep = np.ones(len(out), dtype=bool)
+    keep[starts] = False
+    out[keep] = ids
+    return out
