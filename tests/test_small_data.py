@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 from conftest import shared_dataset
 from threeline import ImageData, Learner
-from threeline.vision import solve
 
 
 def _probe_accuracy(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor
@@ -126,15 +125,3 @@ def test_a_linear_head_on_several_labels_is_solved_per_label(tmp_path):
     assert rows[-1]["valid_loss"] < before["valid_loss"], (rows[-1], before)
     assert learn.head[0].running_mean.abs().sum() > 0  # the norm holds the training mean
 
-    # the GPU's solver (Newton's method, all labels at once) against L-BFGS run to the end
-    x, y = learn.features("train")
-    z, _ = solve.row_space(solve.standardize(x.float())[0])
-    for times_n in (100.0, 1.0, 0.01):
-        penalty = torch.tensor(times_n / len(z))
-        newton = solve.newton_per_label(z, y, penalty)
-        lbfgs = solve.solve(z, y, penalty, True, max_iter=3000)
-        losses = [solve.data_loss(z @ w[:-1] + w[-1], y, True)
-                  + penalty * w[:-1].square().sum(0) / 2 for w in (newton, lbfgs)]
-        assert (losses[0] <= losses[1] * (1 + 1e-5)).all(), (times_n, losses)
-        agree = ((z @ newton[:-1] + newton[-1] > 0) == (z @ lbfgs[:-1] + lbfgs[-1] > 0))
-        assert agree.float().mean() > 0.99, times_n

@@ -1,4 +1,5 @@
-"""A linear head solved on cached activations: L2-regularized logistic regression by L-BFGS.
+"""A linear head solved on cached activations: L2-regularized logistic regression by L-BFGS
+(on a GPU by Newton's method, :mod:`threeline.vision.newton`).
 
 With few training images, stochastic steps of a head on cached activations end below a
 well-regularized logistic regression on the same activations, however they are paced
@@ -30,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from threeline.vision.newton import newton, use_newton
+
 # penalty * N, from strong to weak (C = 1 / (penalty * N) in scikit-learn's terms: 1e-3 to 1e2)
 PENALTIES_TIMES_N = (1000.0, 100.0, 10.0, 1.0, 0.1, 0.01)
 FOLDS = 5
@@ -47,10 +50,10 @@ def solve(z: torch.Tensor, targets: torch.Tensor, penalty: torch.Tensor, multi_l
         >>> (z @ w[:-1] + w[-1]).argmax(1).tolist()
         [1, 1, 0, 0]
     """
-    if multi_label and z.is_cuda:
-        return newton_per_label(z, targets, penalty, start)
     n_out = targets.shape[1] if multi_label else int(start.shape[1] if start is not None
                                                      else targets.max() + 1)
+    if use_newton(z, n_out, multi_label):  # a GPU: a few large steps (threeline.vision.newton)
+        return newton(z, targets, penalty, multi_label, start)
     w = (torch.zeros(z.shape[1] + 1, n_out, dtype=z.dtype, device=z.device)
          if start is None else start.clone())
     w.requires_grad_(True)
@@ -68,60 +71,6 @@ def solve(z: torch.Tensor, targets: torch.Tensor, penalty: torch.Tensor, multi_l
     with torch.enable_grad():
         opt.step(objective)
     return w.detach()
-
-
-def newton_per_label(z: torch.Tensor, targets: torch.Tensor, penalty: torch.Tensor,
-                     start: torch.Tensor | None = None, max_iter: int = 30,
-                     tolerance: float = 1e-7) -> torch.Tensor:
-    """The same weights as :func:`solve` for several labels (binary cross-entropy each), by
-    Newton's method on every label at once: (C, R + 1, R + 1) Hessians and their Cholesky
-    factors. A few large operations instead of L-BFGS's many small ones and host round trips:
-    on a GPU the cross-validated choice of penalties took 2.8 s by L-BFGS on 1,382 landcover
-    chips. Gradients, objectives and factors in float64 (the Hessian's products in float32: an
-    inexact Hessian slows Newton's method a little, an inexact gradient would move its answer).
-    Each step is damped per label (the best of 1, 1/2, 1/4, 1/8 or no step) so the objective
-    never rises.
-
-    Example:
-        >>> z = torch.tensor([[1.0], [2.0], [-1.0], [-2.0]])
-        >>> y = torch.tensor([[1, 0], [1, 1], [0, 0], [0, 1]])
-        >>> w = newton_per_label(z, y, torch.tensor(0.1))
-        >>> ((z @ w[:-1] + w[-1]) > 0).long().tolist()
-        [[1, 0], [1, 0], [0, 0], [0, 0]]
-    """
-    n, r = z.shape
-    x = torch.cat([z, z.new_ones(n, 1)], 1)  # (N, R + 1): the last column fits the bias
-    x64, y = x.double(), targets.double()  # (N, R + 1), (N, C)
-    ridge = torch.ones(r + 1, y.shape[1], dtype=torch.float64, device=z.device)
-    ridge = ridge * penalty.double()  # (R + 1, C): the penalty of each weight, per label
-    ridge[-1] = 1e-10  # the bias: unpenalized (a trace keeps its Hessian positive)
-    w = torch.zeros_like(ridge) if start is None else start.double().clone()  # (R + 1, C)
-    steps = torch.tensor([1.0, 0.5, 0.25, 0.125, 0.0], dtype=torch.float64, device=z.device)
-
-    def objective(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        # (..., N, C), (..., R + 1, C) -> (..., C)
-        loss = F.binary_cross_entropy_with_logits(logits, y.expand_as(logits),
-                                                  reduction="none").mean(-2)
-        return loss + (ridge * weights.square()).sum(-2) / 2
-
-    for _ in range(max_iter):
-        logits = x64 @ w  # (N, C)
-        p = torch.sigmoid(logits)
-        grad = x64.T @ (p - y) / n + ridge * w  # (R + 1, C)
-        if float(grad.abs().max()) < tolerance:
-            break
-        s = (p * (1 - p) / n).float().T  # (C, N): each label's curvature per row
-        hess = (x.T[None] * s[:, None]) @ x  # (C, R + 1, R + 1)
-        hess = hess.double() + torch.diag_embed(ridge.T)
-        factor, _ = torch.linalg.cholesky_ex(hess)
-        direction = torch.cholesky_solve(grad.T[..., None], factor)[..., 0].T  # (R + 1, C)
-        trial = w - steps[:, None, None] * direction  # (5, R + 1, C)
-        moved = logits - steps[:, None, None] * (x64 @ direction)  # (5, N, C)
-        best = objective(moved, trial).argmin(0)  # (C,) the step per label
-        if bool((best == len(steps) - 1).all()):
-            break  # no step lowers any label's objective: as close as float64 gets
-        w = trial[best, :, torch.arange(len(best), device=z.device)].T
-    return w.to(z.dtype)
 
 
 def data_loss(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool) -> torch.Tensor:
