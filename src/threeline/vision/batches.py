@@ -29,11 +29,11 @@ from threeline.vision.presize import Presized, memory_budget, presize
 from threeline.vision.transforms import center_crop_box, normalize, to_device
 
 if TYPE_CHECKING:
-    from threeline.vision.learner import Learner
+    from threeline.vision.protocol import VisionLearner
     from threeline.vision.scan import Split
 
 
-def inference_batch_size(learn: Learner) -> int:
+def inference_batch_size(learn: VisionLearner) -> int:
     """Images per forward pass without gradients: larger on CUDA; on a CPU, batches of
     up to 32 ran about twice as fast as 64 (cache-friendly activations).
 
@@ -49,7 +49,7 @@ def inference_batch_size(learn: Learner) -> int:
     return min(learn.data.batch_size, 32)
 
 
-def image_batches(learn: Learner, items: Sequence, labels: Sequence[int] | None,
+def image_batches(learn: VisionLearner, items: Sequence, labels: Sequence[int] | None,
                   shuffle: bool, transform=None, batch_size: int | None = None
                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Normalized float image batches (B, 3, S, S) in ``memory_format``, labels (B,) (or
@@ -88,13 +88,13 @@ def image_batches(learn: Learner, items: Sequence, labels: Sequence[int] | None,
         yield model_input(learn, to_device(images, learn.device)), to_device(targets, learn.device)
 
 
-def _decodes_on_device(learn: Learner, items: Sequence) -> bool:
+def _decodes_on_device(learn: VisionLearner, items: Sequence) -> bool:
     """JPEG files go to nvjpeg on a CUDA device (see :mod:`threeline.decode`)."""
     return decode.available(learn.device) and not any(
         isinstance(item, Image.Image) for item in items)
 
 
-def _device_decoded_batches(learn: Learner, files: Sequence, labels: Sequence[int] | None,
+def _device_decoded_batches(learn: VisionLearner, files: Sequence, labels: Sequence[int] | None,
                             batch_size: int | None
                             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The validation view of ``files``, decoded and cropped on the device, in order."""
@@ -118,12 +118,12 @@ def _device_decoded_batches(learn: Learner, files: Sequence, labels: Sequence[in
         start += len(images)
 
 
-def presize_key(learn: Learner, items: Sequence) -> tuple:
+def presize_key(learn: VisionLearner, items: Sequence) -> tuple:
     """What a decode-once cache depends on: the files, the size and the interpolation."""
     return (tuple(map(str, items)), learn.preprocess.resize_to, learn.preprocess.interpolation)
 
 
-def presized_cache(learn: Learner, items: Sequence, labels: Sequence[int] | None) -> Presized:
+def presized_cache(learn: VisionLearner, items: Sequence, labels: Sequence[int] | None) -> Presized:
     """The decode-once uint8 cache of ``items`` (train or valid files), built on first use.
 
     The splits' caches together keep at most ``learn.presize_max_bytes`` in memory (default
@@ -152,7 +152,7 @@ def presized_cache(learn: Learner, items: Sequence, labels: Sequence[int] | None
     return learn._presized[key]
 
 
-def _budget_left(learn: Learner) -> int:
+def _budget_left(learn: VisionLearner) -> int:
     """Bytes of ``presize_max_bytes`` that the caches already held in host memory leave."""
     budget = getattr(learn, "presize_max_bytes", None)
     held = sum(image.numel() for cache in learn._presized.values()
@@ -168,7 +168,7 @@ def leave_out(split: Split, paths: Sequence[Path]) -> None:
           f"split.", file=sys.stderr, flush=True)
 
 
-def model_input(learn: Learner, images: torch.Tensor) -> torch.Tensor:
+def model_input(learn: VisionLearner, images: torch.Tensor) -> torch.Tensor:
     """uint8, or float in [0, 1], (B, 3, S, S) on the device -> normalized, in
     ``memory_format``.
 
@@ -182,7 +182,7 @@ def model_input(learn: Learner, images: torch.Tensor) -> torch.Tensor:
     return images.contiguous(memory_format=learn.memory_format)
 
 
-def train_batches(learn: Learner) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def train_batches(learn: VisionLearner) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of shuffled training batches: cached activations (B, D) with precompute, else
     images (B, 3, S, S) from the decode-once cache, augmented on the device when set.
 
@@ -224,7 +224,7 @@ def train_batches(learn: Learner) -> Iterator[tuple[torch.Tensor, torch.Tensor]]
         yield x[idx].float(), y[idx]
 
 
-def feature_batches(learn: Learner, split: str, rows: int = 8192
+def feature_batches(learn: VisionLearner, split: str, rows: int = 8192
                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The cached activations of ``split`` in order, (rows, D) float32 at a time, and labels:
     the validation pass of the head, without a float32 copy of the whole set."""
@@ -233,7 +233,7 @@ def feature_batches(learn: Learner, split: str, rows: int = 8192
         yield x[start:start + rows].float(), y[start:start + rows]
 
 
-def step_parts(learn: Learner, module: nn.Module, x) -> int:
+def step_parts(learn: VisionLearner, module: nn.Module, x) -> int:
     """How many forward and backward passes a training step on the image batch ``x`` (B, 3,
     S, S) takes: one, unless the activations its backward pass keeps would pass
     ``learn.step_memory`` bytes; then the least number of parts (of two images at least) that
@@ -253,7 +253,7 @@ def step_parts(learn: Learner, module: nn.Module, x) -> int:
     return min(-(-len(x) // most), len(x) // 2)
 
 
-def saved_bytes_per_image(learn: Learner, module: nn.Module, x: torch.Tensor) -> int:
+def saved_bytes_per_image(learn: VisionLearner, module: nn.Module, x: torch.Tensor) -> int:
     """Bytes that autograd keeps per image of ``x`` for ``module``'s backward pass: those of a
     forward pass of two images less those of one (the weights' cancel out). Run in eval mode:
     no dropout draws a number, no BatchNorm statistic moves.
@@ -288,7 +288,7 @@ def saved_bytes_per_image(learn: Learner, module: nn.Module, x: torch.Tensor) ->
         learn.set_train_mode(module)
 
 
-def accumulated_step(learn: Learner, x: torch.Tensor, y: torch.Tensor,
+def accumulated_step(learn: VisionLearner, x: torch.Tensor, y: torch.Tensor,
                      parts: int) -> torch.Tensor:
     """One optimizer step on the batch ``x`` (B, 3, S, S), ``y`` (B,) run as ``parts`` forward
     and backward passes whose gradients add up (the loss averages over the batch, so each

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from threeline.vision.images import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:
-    from threeline.vision.data import ImageData
+    from threeline.vision.protocol import VisionData
 
 
 def check_args(root: Path, size, valid_pct, batch_size, num_workers, max_pixels) -> None:
@@ -44,7 +44,7 @@ def check_args(root: Path, size, valid_pct, batch_size, num_workers, max_pixels)
         raise ValueError(f"num_workers must be None or an int >= 0, got {num_workers!r}.")
 
 
-def check_nonempty(data: ImageData) -> None:
+def check_nonempty(data: VisionData) -> None:
     """Every class has training images and there are validation images; else an error saying
     what to add."""
     counts = data.train.counts(data.classes)

@@ -147,7 +147,7 @@ class ImageData:
                    skipped=scan.skipped, max_pixels=max_pixels, image_sizes=scan.size_stats(),
                    notes=notes)
         check_nonempty(data)
-        notes += scan.notes() + _validation_gaps(data, valid_dir)
+        notes += scan.notes() + _validation_gaps(data.classes, data.train, data.valid, valid_dir)
         if verbose:
             if data.skipped:
                 print(skipped_summary(data.skipped, root, scan.seen), file=sys.stderr)

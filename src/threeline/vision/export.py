@@ -26,10 +26,10 @@ from threeline.saving import ModelFileError, json_safe
 from threeline.vision.weights import resolve
 
 if TYPE_CHECKING:
-    from threeline.vision.learner import ImageLearner as Learner
+    from threeline.vision.protocol import VisionLearner
 
 
-def describe(learn: Learner, **extra: Any) -> dict:
+def describe(learn: VisionLearner, **extra: Any) -> dict:
     """The JSON description of ``learn``'s model (everything but the weights).
 
     Example:
@@ -94,7 +94,7 @@ class _Exported(nn.Module):
         return torch.softmax(logits, dim=1)
 
 
-def export_onnx(learn: Learner, path: str | os.PathLike, opset: int = 17) -> Path:
+def export_onnx(learn: VisionLearner, path: str | os.PathLike, opset: int = 17) -> Path:
     """Write an ONNX model: input ``pixels`` float32 (B, 3, S, S) RGB in [0, 1], output
     ``probabilities`` (B, C): a softmax over the classes, or for multi-label models an
     independent sigmoid per label (the thresholds are in the metadata's ``output`` note).
@@ -146,7 +146,7 @@ def export_onnx(learn: Learner, path: str | os.PathLike, opset: int = 17) -> Pat
     return out
 
 
-def _output_note(learn: Learner) -> str:
+def _output_note(learn: VisionLearner) -> str:
     """What the ONNX output means, for its metadata."""
     if not isinstance(learn.loss, BinaryCrossEntropy):
         return "probabilities: float32 (batch, classes), softmax"

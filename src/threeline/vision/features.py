@@ -38,7 +38,7 @@ from threeline.vision import batches
 from threeline.vision.fold import folded
 
 if TYPE_CHECKING:
-    from threeline.vision.learner import Learner
+    from threeline.vision.protocol import VisionLearner
 
 FORMAT_VERSION = 4  # 2: BatchNorm folded; 3: torch resizes; 4: bfloat16, files left out
 STORED = torch.bfloat16  # the type activations are kept in
@@ -111,7 +111,7 @@ def save(folder: Path, key: str, tensors: dict[str, torch.Tensor],
     return path
 
 
-def ensure(learn: Learner, splits: Sequence[str]) -> None:
+def ensure(learn: VisionLearner, splits: Sequence[str]) -> None:
     """Read each split's activations from the cache; compute the missing ones in one pass
     of the body (one set of decoding workers for all of them), then cache them per split.
     Files that failed to decode leave their split (see the module's docstring)."""
@@ -152,7 +152,7 @@ def ensure(learn: Learner, splits: Sequence[str]) -> None:
         learn._cached[split] = (features.to(learn.device), labels.to(learn.device))
 
 
-def _leave_out(learn: Learner, part, failed: dict[int, str]) -> None:
+def _leave_out(learn: VisionLearner, part, failed: dict[int, str]) -> None:
     """Take the files at ``failed`` (index -> why) out of ``part`` and into ``data.skipped``."""
     if not failed:
         return
@@ -163,7 +163,7 @@ def _leave_out(learn: Learner, part, failed: dict[int, str]) -> None:
 
 
 @torch.inference_mode()
-def run_body(learn: Learner, items: Sequence, desc: str,
+def run_body(learn: VisionLearner, items: Sequence, desc: str,
              body: torch.nn.Module | None = None) -> torch.Tensor:
     """Pooled activations (N, D) bfloat16 on the CPU, for files or PIL images: what CUDA's
     autocast computes them in; on a CPU each batch is rounded to it as it comes (the float32
@@ -192,7 +192,7 @@ def run_body(learn: Learner, items: Sequence, desc: str,
     return out.cpu()
 
 
-def inference_body(learn: Learner) -> torch.nn.Module:
+def inference_body(learn: VisionLearner) -> torch.nn.Module:
     """An eval-mode copy of the learner's body with BatchNorm folded into the convolutions.
 
     Example:
@@ -204,7 +204,7 @@ def inference_body(learn: Learner) -> torch.nn.Module:
     return folded(learn.body, example_input(learn))
 
 
-def example_input(learn: Learner) -> torch.Tensor:
+def example_input(learn: VisionLearner) -> torch.Tensor:
     """One random image (1, 3, S, S) as the body takes it: to trace and check its layers."""
     size = learn.preprocess.size
     example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 if TYPE_CHECKING:
-    from threeline import Learner
+    from threeline.vision.protocol import VisionLearner
 
 ImageItem = str | os.PathLike | Image.Image
 Label = int | str | None
@@ -35,7 +35,7 @@ Label = int | str | None
 BATCH = 32  # images per forward pass
 
 
-def heatmap(learn: Learner, images: ImageItem | Sequence[ImageItem],
+def heatmap(learn: VisionLearner, images: ImageItem | Sequence[ImageItem],
             label: Label | Sequence[Label] = None) -> np.ndarray:
     """Grad-CAM heat maps, float32 (N, S, S) in [0, 1], S the model's input size.
 
@@ -55,7 +55,7 @@ def heatmap(learn: Learner, images: ImageItem | Sequence[ImageItem],
     return grad_cam(learn, images, label)[0]
 
 
-def grad_cam(learn: Learner, images: ImageItem | Sequence[ImageItem],
+def grad_cam(learn: VisionLearner, images: ImageItem | Sequence[ImageItem],
              label: Label | Sequence[Label] = None) -> tuple[np.ndarray, np.ndarray]:
     """Heat maps (N, S, S) in [0, 1] and the log-probabilities (N, C) of the same forward pass.
 
@@ -80,7 +80,7 @@ def grad_cam(learn: Learner, images: ImageItem | Sequence[ImageItem],
     return np.concatenate(maps), np.concatenate(log_probs)
 
 
-def cam_batch(learn: Learner, pixels: torch.Tensor,
+def cam_batch(learn: VisionLearner, pixels: torch.Tensor,
               targets: Sequence[int | None]) -> tuple[np.ndarray, np.ndarray]:
     """Grad-CAM for one batch of uint8 pixels (B, 3, S, S) as ``learn.preprocess`` makes them.
 

@@ -37,8 +37,7 @@ from threeline.vision.transforms import Preprocess
 
 if TYPE_CHECKING:
     from threeline.plots import PlotFigure
-    from threeline.vision.data import ImageData
-    from threeline.vision.learner import Learner
+    from threeline.vision.protocol import VisionData, VisionLearner
 # threeline.plots (and so matplotlib, ~0.5 s to import) is imported by the functions that draw
 
 
@@ -86,7 +85,7 @@ class Interpretation:
                              f"{self.targets.min()} to {self.targets.max()}.")
 
     @classmethod
-    def from_learner(cls, learn: Learner, items: Sequence | str | os.PathLike | None = None,
+    def from_learner(cls, learn: VisionLearner, items: Sequence | str | os.PathLike | None = None,
                      labels: Sequence[int | str] | None = None) -> Interpretation:
         """Predict with ``learn`` and wrap the result; see :meth:`Learner.interpret`.
 
@@ -344,7 +343,7 @@ def _check_k(k: int) -> int:
     return min(int(k), MAX_IMAGES)
 
 
-def show_batch(data: ImageData, k: int = 9, augment: str | Augment | None = None,
+def show_batch(data: VisionData, k: int = 9, augment: str | Augment | None = None,
                seed: int = 0, save: str | os.PathLike | None = None) -> PlotFigure:
     """A grid of ``k`` random training images with their labels, augmented when asked.
 

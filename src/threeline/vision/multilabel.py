@@ -37,13 +37,13 @@ from threeline.vision.transforms import Preprocess
 
 if TYPE_CHECKING:
     from threeline.plots import PlotFigure
-    from threeline.vision.learner import ImageLearner
+    from threeline.vision.protocol import VisionLearner
 
 
 # ----------------------------------------------------------------- with a learner
 
 
-def tune_learner_thresholds(learn: ImageLearner, beta: float | None = None,
+def tune_learner_thresholds(learn: VisionLearner, beta: float | None = None,
                             tta: bool = False) -> np.ndarray:
     """Tune ``learn``'s thresholds on its validation set and keep them in ``learn.loss``.
 
@@ -76,13 +76,13 @@ def tune_learner_thresholds(learn: ImageLearner, beta: float | None = None,
     return tuned
 
 
-def thresholds_of(learn: ImageLearner) -> np.ndarray:
+def thresholds_of(learn: VisionLearner) -> np.ndarray:
     """(L,) float thresholds of a multi-label learner (one number broadcast to every label)."""
     t = learn.loss.thresholds.reshape(-1).numpy().astype(np.float64)
     return np.broadcast_to(t, (len(learn.classes),)).copy()
 
 
-def prediction_rows(learn: ImageLearner, files: Sequence, probs: np.ndarray,
+def prediction_rows(learn: VisionLearner, files: Sequence, probs: np.ndarray,
                     top_k: int = 1) -> list[tuple[str, str, float]]:
     """(file, label, probability) rows for ``threeline predict``: single-label, the ``top_k``
     classes (``probs`` are ``predict``'s log-probabilities); multi-label, every label above
@@ -148,7 +148,7 @@ class MultiLabelInterpretation:
         self.beta, self.show, self.learn = float(beta), show or Preprocess(size=224), learn
 
     @classmethod
-    def from_learner(cls, learn: ImageLearner, items: Sequence | None = None,
+    def from_learner(cls, learn: VisionLearner, items: Sequence | None = None,
                      labels: Sequence | None = None) -> MultiLabelInterpretation:
         """Predict with ``learn`` (validation set, or ``items`` with their ``labels``: one
         list of label names, or one 0/1 row, per image) and wrap the result.

@@ -13,7 +13,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,9 +25,6 @@ from threeline.vision.images import (
     quick_probe,
     read_header,
 )
-
-if TYPE_CHECKING:
-    from threeline.vision.data import ImageData
 
 TRAIN_NAMES = ("train", "training")
 VALID_NAMES = ("valid", "val", "validation")
@@ -359,27 +355,28 @@ def _split(split: Split, valid_pct: float, seed: int) -> tuple[Split, Split]:
     return pick(~in_valid), pick(in_valid)
 
 
-def _validation_gaps(data: ImageData, valid_dir: Path | None) -> list[str]:
-    """A note naming the classes without validation images, why, and what the accuracy then
-    measures."""
-    counts = data.valid.counts(data.classes)
+def _validation_gaps(classes: list[str], train: Split, valid: Split,
+                     valid_dir: Path | None) -> list[str]:
+    """A note naming the classes (of ``train``) without validation images, why, and what the
+    accuracy then measures."""
+    counts = valid.counts(classes)
     missing = [c for c, n in counts.items() if n == 0]
     if not missing:
         return []
-    train = data.train.counts(data.classes)
+    in_train = train.counts(classes)
 
     def why(name: str) -> str:
         if valid_dir is None:
-            return f"{name} ({train[name]} image{'s' if train[name] != 1 else ''}, all kept " \
-                   f"for training)"
+            n = in_train[name]
+            return f"{name} ({n} image{'s' if n != 1 else ''}, all kept for training)"
         if not (valid_dir / name).is_dir():
             return f"{name} ({valid_dir.name}/ has no {name}/ folder)"
         return f"{name} ({valid_dir.name}/{name}/ holds no usable image)"
 
     shown = ", ".join(why(c) for c in missing[:5])
     more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-    covered = len(data.classes) - len(missing)
-    return [f"No validation images for {len(missing)} of {len(data.classes)} classes: "
+    covered = len(classes) - len(missing)
+    return [f"No validation images for {len(missing)} of {len(classes)} classes: "
             f"{shown}{more}. The validation loss and accuracy measure the other {covered} "
             f"class{'es' if covered != 1 else ''} only and say nothing about these; add "
             f"validation images for them."]

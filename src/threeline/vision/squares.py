@@ -30,7 +30,7 @@ from threeline.vision.resident import ResidentImages, check_fits, resident_bytes
 from threeline.vision.transforms import center_crop_box, resize_box
 
 if TYPE_CHECKING:
-    from threeline.vision.data import ImageData
+    from threeline.vision.protocol import VisionData
 
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
@@ -120,7 +120,7 @@ def _stacked(images: list[torch.Tensor], channels: int, size: int) -> torch.Tens
     return out
 
 
-def data_size(data: ImageData) -> int:
+def data_size(data: VisionData) -> int:
     """The size to train at: ``data.size``, else the median image's shorter side."""
     if data.size is not None:
         return int(data.size)
@@ -131,7 +131,7 @@ def data_size(data: ImageData) -> int:
     return int(min(median))
 
 
-def on_device(data: ImageData, augment: bool = True, flip: bool = True, pad: int | None = None,
+def on_device(data: VisionData, augment: bool = True, flip: bool = True, pad: int | None = None,
               max_bytes: int | None = None) -> ResidentImages:
     """``data``'s images decoded once (kept on ``data``) as :class:`ResidentImages` with these
     settings; ``pad`` None: an eighth of the size (4 pixels at 32)."""
@@ -148,7 +148,7 @@ def on_device(data: ImageData, augment: bool = True, flip: bool = True, pad: int
                                   augment=augment, max_bytes=max_bytes)
 
 
-def input_batches(data: ImageData, files: Sequence, device: torch.device
+def input_batches(data: VisionData, files: Sequence, device: torch.device
                   ) -> Iterator[tuple[torch.Tensor, None]]:
     """Image files (or PIL images) decoded like ``data``'s training images (same square size,
     same channels) and normalised by the same statistics, in batches without targets."""
@@ -165,7 +165,7 @@ def input_batches(data: ImageData, files: Sequence, device: torch.device
     return resident.input_batches(stacked, device)
 
 
-def _decoded(data: ImageData, size: int, pad: int, max_bytes: int | None) -> ResidentImages:
+def _decoded(data: VisionData, size: int, pad: int, max_bytes: int | None) -> ResidentImages:
     """Both splits decoded into one ResidentImages; failed files leave ``data``'s splits."""
     files = [*data.train.files, *data.valid.files]
     labels = [*data.train.labels, *data.valid.labels]

@@ -24,10 +24,10 @@ import csv
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -43,9 +43,10 @@ from threeline.vision.matching import SHOW, Matched, match_files, mismatch_repor
 from threeline.vision.scan import Split, _split, skipped_summary
 
 if TYPE_CHECKING:
-    from threeline.vision.data import ImageData
+    from threeline.vision.protocol import VisionData
 
 Column = int | str
+Data = TypeVar("Data", bound="VisionData")  # ImageData: what image_data makes
 TRUE_WORDS = frozenset({"1", "1.0", "true", "yes", "y", "t"})
 FALSE_WORDS = frozenset({"0", "0.0", "false", "no", "n", "f", ""})
 
@@ -218,13 +219,13 @@ def _hint_delimiter(names: Sequence[str], column: str) -> None:
 # ----------------------------------------------------------------- the ImageData
 
 
-def image_data(cls: type[ImageData], root: Path, header: list[str], rows: list[list[str]],
+def image_data(cls: Callable[..., Data], root: Path, header: list[str], rows: list[list[str]],
                source: str, folder: str | os.PathLike | None = None, fn_col: Column = 0,
                label_col: Column | Sequence[Column] | None = None,
                label_delim: str | None = None, suffix: str | None = None,
                valid_col: Column | None = None, size: int | None = None,
                valid_pct: float = 0.2, seed: int = 42, batch_size: int = 64,
-               num_workers: int | None = None, max_pixels: int | None = MAX_PIXELS) -> ImageData:
+               num_workers: int | None = None, max_pixels: int | None = MAX_PIXELS) -> Data:
     """An :class:`ImageData` from a table's header and rows; see :meth:`ImageData.from_csv`."""
     images = root / folder if folder is not None else root
     if not images.is_dir():
@@ -313,7 +314,7 @@ def _size_stats(sizes: list[tuple[int, int]]) -> dict[str, tuple[int, int]]:
     return {k: tuple(int(v) for v in f(array, axis=0)) for k, f in pick.items()}
 
 
-def check_labels(data: ImageData, source: str) -> None:
+def check_labels(data: VisionData, source: str) -> None:
     """Enough images and classes to train: two classes, each seen in training, a valid set."""
     what = "labels" if data.multi_label else "classes"
     if len(data.classes) < 2:

@@ -17,11 +17,11 @@ from threeline.vision.presize import presize
 from threeline.vision.transforms import to_device
 
 if TYPE_CHECKING:
-    from threeline.vision.learner import ImageLearner
+    from threeline.vision.protocol import VisionLearner
 
 
 @torch.inference_mode()
-def tta_log_probs(learn: ImageLearner, n: int = 4,
+def tta_log_probs(learn: VisionLearner, n: int = 4,
                   items: Sequence | str | os.PathLike | Image.Image | None = None,
                   seed: int = 0) -> np.ndarray:
     """Log of the probabilities averaged over the plain view and ``n`` augmented copies (for
