@@ -79,8 +79,8 @@ class TableDecay(torch.autograd.Function):
 class Implicit(nn.Module):
     """``|N(r)|^-1/2 sum_{c in N(r)} y_c`` for each row code ``r`` (a user, say), ``N(r)`` the
     column codes (items) paired with it by :meth:`set_pairs`, ``y`` a learned table of columns
-    (zeros at first), decayed as a whole every training step. Unpaired rows (such as the
-    unknown row 0) get zeros.
+    (normal(0, ``std``) at first, zeros by default), decayed as a whole every training step.
+    Unpaired rows (such as the unknown row 0) get zeros.
 
     Example:
         >>> imp = Implicit(n_rows=2, n_cols=3, width=4)
@@ -89,10 +89,12 @@ class Implicit(nn.Module):
         torch.Size([3, 4])
     """
 
-    def __init__(self, n_rows: int, n_cols: int, width: int):
+    def __init__(self, n_rows: int, n_cols: int, width: int, std: float = 0.0):
         super().__init__()
         self.factors = nn.Embedding(n_cols + 1, width)  # y: (n_cols + 1, F)
-        nn.init.zeros_(self.factors.weight)
+        with torch.no_grad():
+            self.factors.weight.normal_(0.0, std) if std > 0 else self.factors.weight.zero_()
+            self.factors.weight[0].zero_()
         self.register_buffer("indptr", torch.zeros(n_rows + 2, dtype=torch.int64))
         self.register_buffer("cols", torch.zeros(0, dtype=torch.int64))  # (nnz,) by row
         self._derive()
