@@ -60,3 +60,11 @@ def test_importing_optimizers_early_runs_beside_the_three_lines(dogscats_demo, t
         "started = any(t.name == 'threeline-import' for t in threading.enumerate())"),
         after="print(started, learn.validate()['accuracy'])")
     assert out[-2] == "True" and float(out[-1]) >= 0.9
+
+
+def test_the_installed_version_is_the_package_version():
+    import importlib.metadata
+
+    import threeline
+
+    assert importlib.metadata.version("threeline") == threeline.__version__

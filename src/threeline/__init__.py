@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from threeline.learner import Learner
     from threeline.saving import cache_dir
 
-__version__ = "0.2.0"
+from threeline.version import __version__
 
 # names imported on first use: the command line parses its arguments before torch loads
 _LAZY = {

@@ -173,7 +173,7 @@ class _Version(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from threeline import __version__
+        from threeline.version import __version__
 
         print(f"threeline {__version__}")
         parser.exit()

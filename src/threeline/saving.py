@@ -120,7 +120,7 @@ def write_model(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
     weights.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     atomic_write(weights, lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT}))
-    from threeline import __version__
+    from threeline.version import __version__
 
     head = {"format": FORMAT, "format_version": FORMAT_VERSION, "threeline_version": __version__,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sha256": file_sha256(weights)}
