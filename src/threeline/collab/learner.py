@@ -208,7 +208,7 @@ def collab_learner(data: CollabData, n_factors: int = 50,
     ``progress=``).
 
     Example:
-        >>> learn = collab_learner(data, n_factors=50, y_range=(0.5, 5.5))  # doctest: +SKIP
+        >>> learn = collab_learner(data, n_factors=50)  # doctest: +SKIP
         >>> learn.fit(5e-3, 5)                                             # doctest: +SKIP
     """
     if not isinstance(data, CollabData):
