@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--machine", default=None)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.rounds < 2:
+        p.error("--rounds must be at least 2: the first round is reported apart from the rest")
 
     import torch
 

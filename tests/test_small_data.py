@@ -124,4 +124,3 @@ def test_a_linear_head_on_several_labels_is_solved_per_label(tmp_path):
     before = stepped.fit(0.01, 3)[-1]
     assert rows[-1]["valid_loss"] < before["valid_loss"], (rows[-1], before)
     assert learn.head[0].running_mean.abs().sum() > 0  # the norm holds the training mean
-

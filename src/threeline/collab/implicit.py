@@ -91,10 +91,7 @@ class Implicit(nn.Module):
 
     def __init__(self, n_rows: int, n_cols: int, width: int, std: float = 0.0):
         super().__init__()
-        self.factors = nn.Embedding(n_cols + 1, width)  # y: (n_cols + 1, F)
-        with torch.no_grad():
-            self.factors.weight.normal_(0.0, std) if std > 0 else self.factors.weight.zero_()
-            self.factors.weight[0].zero_()
+        self.factors = table(n_cols + 1, width, std)  # y: (n_cols + 1, F)
         self.register_buffer("indptr", torch.zeros(n_rows + 2, dtype=torch.int64))
         self.register_buffer("cols", torch.zeros(0, dtype=torch.int64))  # (nnz,) by row
         self._derive()
@@ -144,3 +141,12 @@ def _indptr(codes: torch.Tensor, n: int) -> torch.Tensor:
     """(N,) codes in 0..n-1 -> (n + 1,) CSR offsets: row ``r`` holds the occurrences of ``r``."""
     counts = torch.bincount(codes, minlength=n)[:n]
     return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+
+
+def table(rows: int, width: int, std: float = 0.01) -> nn.Embedding:
+    """An embedding table, normal(0, std) with row 0 (unknown) at zero."""
+    out = nn.Embedding(rows, width)
+    with torch.no_grad():
+        out.weight.normal_(0.0, std) if std > 0 else out.weight.zero_()
+        out.weight[0].zero_()
+    return out

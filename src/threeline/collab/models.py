@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from threeline.collab.implicit import Implicit
+from threeline.collab.implicit import Implicit, table
 
 # With implicit feedback every table starts at normal(0, 0.05): on seeded holdouts of the
 # MovieLens splits, 0.03-0.07 beat 0.01 (benchmarks/results/collab-quality-*).
@@ -101,8 +101,8 @@ class _Base(nn.Module):
         self.y_lo, self.y_hi, self.wd, self.bias_wd = lo, hi, float(wd), 0.0
         self.clip: tuple[float, float] | None = None  # (lowest, highest) rating, out of training
         self.members = members
-        self.user_bias = _table(n_users + 1, members, std=0.0)
-        self.item_bias = _table(n_items + 1, members, std=0.0)
+        self.user_bias = table(n_users + 1, members, std=0.0)
+        self.item_bias = table(n_items + 1, members, std=0.0)
         mean = (lo + hi) / 2 if mean is None else min(max(mean, lo + 1e-3), hi - 1e-3)
         share = (mean - lo) / (hi - lo)
         logit = torch.tensor(math.log(share / (1 - share)))
@@ -164,8 +164,8 @@ class DotProductBias(_Base):
         _check_positive(n_factors=n_factors)
         self.n_factors = n_factors
         std = IMPLICIT_INIT_STD if implicit else 0.01
-        self.user_factors = _table(n_users + 1, members * n_factors, std)
-        self.item_factors = _table(n_items + 1, members * n_factors, std)
+        self.user_factors = table(n_users + 1, members * n_factors, std)
+        self.item_factors = table(n_items + 1, members * n_factors, std)
         self.implicit = implicit
         if implicit:  # who rated what: users' sums of item vectors, items' of user vectors
             self.user_implicit = Implicit(n_users, n_items, members * n_factors, std)
@@ -217,8 +217,8 @@ class EmbeddingNN(_Base):
         _check_positive(n_factors=n_factors, **{f"layers[{i}]": n for i, n in enumerate(layers)})
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
-        self.user_factors = _table(n_users + 1, n_factors)
-        self.item_factors = _table(n_items + 1, n_factors)
+        self.user_factors = table(n_users + 1, n_factors)
+        self.item_factors = table(n_items + 1, n_factors)
         sizes = [2 * n_factors, *layers]
         blocks: list[nn.Module] = []
         for a, b in itertools.pairwise(sizes):
@@ -237,15 +237,6 @@ class EmbeddingNN(_Base):
 
     def item_vectors(self) -> torch.Tensor:
         return self.item_factors.weight
-
-
-def _table(rows: int, width: int, std: float = 0.01) -> nn.Embedding:
-    """An embedding table, normal(0, std) with row 0 (unknown) at zero."""
-    table = nn.Embedding(rows, width)
-    with torch.no_grad():
-        table.weight.normal_(0.0, std) if std > 0 else table.weight.zero_()
-        table.weight[0].zero_()
-    return table
 
 
 def _check_positive(**sizes: int) -> None:

@@ -27,8 +27,8 @@ from torch.func import functional_call
 
 ARCHS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 # The AWD-LSTM's embedding (tied to its decoder) starts at normal(0, 0.3): from uniform(-0.1,
-# 0.1) its language model barely left the unigram guess on IMDB reviews (valid loss 6.14 after
-# an epoch where a plain LSTM reached 5.76; stuck at 6.66 over two epochs of 20 M tokens on a GPU)
+# 0.1) its language model stayed at the unigram guess on IMDB reviews, on a CPU and on a GPU
+# (benchmarks/results/text-imdb-awd-*.md)
 EMBED_STD = 0.3
 
 

@@ -266,10 +266,11 @@ class SolvedHead:
         A linear head on cached activations (``hidden=0``; the default for up to 2,000
         training images) is solved rather than stepped: an L2-regularized logistic regression
         (binary per label for multi-label data) on the standardized activations, its penalty
-        chosen by 5-fold cross-validation on the training images alone, solved by L-BFGS in
-        the first epoch and refined in the next ones (:mod:`threeline.vision.solve`). ``lr``,
-        ``wd`` and the schedule do not apply to it; on small folders this ended at or above
-        every stepped head tried (``benchmarks/results/small_data-*.md``).
+        chosen by 5-fold cross-validation on the training images alone, solved in the first
+        epoch (L-BFGS on a CPU, Newton's method on a GPU) and refined in the next ones
+        (:mod:`threeline.vision.solve`). ``lr``, ``wd`` and the schedule do not apply to it;
+        on small folders this ended at or above every stepped head tried
+        (``benchmarks/results/small_data-*.md``).
 
         Example:
             >>> from threeline import ImageData, Learner, demo_path
