@@ -41,25 +41,17 @@ def _three_lines(demo, cache, before: str = "", after: str = "") -> list[str]:
                           timeout=600, check=True).stdout.split()
 
 
-def test_the_three_lines_and_fine_tuning_import_neither_timm_nor_torchvision(dogscats_demo,
-                                                                             tmp_path):
+def test_the_three_lines_and_fine_tuning_import_neither_timm_torchvision_nor_dynamo(
+        dogscats_demo, tmp_path):
     """The registered backbones are built by threeline.models.efficientnet_lite (on a CPU,
-    where nvjpeg is not used, torchvision is not needed either)."""
+    where nvjpeg is not used, torchvision is not needed either), and threeline's optimizers
+    skip torch.optim's compile guards, which import torch._dynamo (seconds per process)."""
     out = _three_lines(dogscats_demo, tmp_path, after=(
-        "learn.unfreeze(); learn.fit(1e-4, 1)\n"
-        "print(learn.validate()['accuracy'], 'timm' in sys.modules, 'torchvision' in sys.modules)"))
-    assert float(out[-3]) >= 0.9 and out[-2:] == ["False", "False"]
-
-
-def test_importing_optimizers_early_runs_beside_the_three_lines(dogscats_demo, tmp_path):
-    """The background import of torch._dynamo that a CUDA precompute starts (forced here on a
-    CPU) runs while the main thread decodes, precomputes and trains: no deadlock, same model."""
-    out = _three_lines(dogscats_demo, tmp_path, before=(
-        "from threeline.devices import import_optimizers_early\n"
-        "import_optimizers_early(torch.device('cuda'))  # the thread starts on any machine\n"
-        "started = any(t.name == 'threeline-import' for t in threading.enumerate())"),
-        after="print(started, learn.validate()['accuracy'])")
-    assert out[-2] == "True" and float(out[-1]) >= 0.9
+        "learn.unfreeze(); learn.fit(1e-4, 1); learn.fine_tune(1)\n"
+        "print(learn.validate()['accuracy'], 'timm' in sys.modules, "
+        "'torchvision' in sys.modules, 'torch._dynamo' in sys.modules)\n"
+        "import torch._dynamo\nprint('torch._dynamo' in sys.modules)"))
+    assert float(out[-5]) >= 0.9 and out[-4:] == ["False", "False", "False", "True"]
 
 
 def test_the_installed_version_is_the_package_version():

@@ -85,3 +85,38 @@ def test_lr_find_uses_sgd_and_restores_the_model(cifar):
     assert min(result.losses) < result.losses[0]
     for key, value in learn.model.state_dict().items():
         assert torch.equal(value, state[key]), key
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_threeline_optimizers_update_exactly_as_torchs(cifar, name):
+    """threeline.optim's AdamW and SGD only drop torch.optim's compile guards: five steps on
+    real images leave the same weights and an optimizer state torch's own class loads."""
+    from threeline import optim
+
+    def five_steps(make):
+        torch.manual_seed(0)
+        model = fast_resnet(n_classes=10, width=8)
+        groups = [list(model.parameters())]
+        opt = make(groups)
+        x, y = cifar.x["train"][0][:32], cifar.y["train"][:32]
+        for _ in range(5):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+        return model, opt
+
+    cpu = torch.device("cpu")
+    ours, ours_opt = five_steps(lambda g: optim.make(name, g, [0.01], 0.01, cpu))
+    torch_class = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[name]
+    extra = {"betas": optim.BETAS} if name == "adamw" else {"momentum": 0.9, "nesterov": True}
+    theirs, theirs_opt = five_steps(lambda g: torch_class(
+        optim.optimizer_groups(g, [0.01], 0.01), lr=0.01, **extra))
+    assert type(ours_opt) is not torch_class and isinstance(ours_opt, torch_class)
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.equal(a, b)
+    moved = fast_resnet(n_classes=10, width=8)
+    assert not torch.equal(next(moved.parameters()), next(ours.parameters()))  # it trained
+    theirs_opt.load_state_dict(ours_opt.state_dict())
+    state = next(iter(theirs_opt.state.values()))
+    assert state and all(torch.isfinite(v).all() for v in state.values()
+                         if isinstance(v, torch.Tensor))

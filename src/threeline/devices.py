@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
-import threading
 
 import torch
 
@@ -38,19 +35,3 @@ def _local_gpu(device: torch.device) -> torch.device:
             and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return device
-
-
-def import_optimizers_early(device: torch.device) -> None:
-    """On a CUDA device, start importing ``torch._dynamo`` in a background thread, unless it
-    is imported already. torch's optimizers import it on their first use (over five seconds on
-    a fresh GPU machine); called before a long pass of the GPU over the images, that import
-    overlaps the pass instead of following it. Nothing on a CPU, whose cores the pass needs
-    (``benchmarks/results/imports-*.md``).
-
-    Example:
-        >>> import_optimizers_early(torch.device("cpu"))  # nothing to do on a CPU
-    """
-    if device.type != "cuda" or "torch._dynamo" in sys.modules:
-        return
-    threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True,
-                     name="threeline-import").start()

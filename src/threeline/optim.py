@@ -9,12 +9,69 @@ group, no decay on norms and biases.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 BETAS = (0.9, 0.99)
+
+
+def _eager(method):
+    """``method`` without the wrappers torch puts around it for ``torch.compile``."""
+    return inspect.unwrap(method)
+
+
+class EagerMethods:
+    """torch.optim's bookkeeping methods without their ``torch.compile`` guards.
+
+    Those guards import ``torch._dynamo`` the first time an optimizer is made or stepped: about
+    4 s a process on a GPU machine, over a second on a laptop CPU
+    (``benchmarks/results/first-pass-nvidia-h100-2026-12-07.md``). They only matter while dynamo
+    traces the optimizer, which threeline never asks for (its CUDA graphs capture the eager
+    step), so these subclasses call the undecorated methods. Mixed in before the torch class.
+    """
+
+    def add_param_group(self, param_group: dict) -> None:
+        _eager(torch.optim.Optimizer.add_param_group)(self, param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        _eager(torch.optim.Optimizer.zero_grad)(self, set_to_none)
+
+    def state_dict(self) -> dict:
+        return _eager(torch.optim.Optimizer.state_dict)(self)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        _eager(torch.optim.Optimizer.load_state_dict)(self, state_dict)
+
+
+class AdamW(EagerMethods, torch.optim.AdamW):
+    """``torch.optim.AdamW`` (the same update and kernels) without importing ``torch._dynamo``.
+
+    Example:
+        >>> lin = nn.Linear(3, 1)
+        >>> opt, before = AdamW(lin.parameters(), lr=0.1, weight_decay=0), lin.bias.item()
+        >>> lin(torch.ones(2, 3)).sum().backward(); opt.step()
+        >>> isinstance(opt, torch.optim.AdamW), round(before - lin.bias.item(), 3)
+        (True, 0.1)
+    """
+
+    def step(self, closure=None):
+        with torch.no_grad():  # what the dropped wrapper did: no graph of the update
+            return _eager(torch.optim.AdamW.step)(self, closure)
+
+
+class SGD(EagerMethods, torch.optim.SGD):
+    """``torch.optim.SGD`` without importing ``torch._dynamo`` (see :class:`EagerMethods`)."""
+
+    def step(self, closure=None):
+        with torch.no_grad():
+            return _eager(torch.optim.SGD.step)(self, closure)
+
+
+class LBFGS(EagerMethods, torch.optim.LBFGS):
+    """``torch.optim.LBFGS`` without importing ``torch._dynamo`` (its step needs no change)."""
 
 
 def check_positive(**values) -> None:
@@ -101,18 +158,18 @@ def _trainable_groups(groups: list[list[nn.Parameter]], lrs: list[float], wd: fl
 
 
 def adamw(groups: list[list[nn.Parameter]], lrs: list[float], wd: float,
-          device: torch.device, capturable: bool = False) -> torch.optim.AdamW:
+          device: torch.device, capturable: bool = False) -> AdamW:
     """AdamW over the trainable parameters of ``groups``; fused (one kernel) on CUDA.
 
     ``capturable``: for a CUDA graph (state and rates as GPU tensors, set with :func:`set_lr`).
     """
     param_groups = _trainable_groups(groups, lrs, wd, device, capturable)
-    return torch.optim.AdamW(param_groups, lr=param_groups[-1]["lr"], betas=BETAS,
+    return AdamW(param_groups, lr=param_groups[-1]["lr"], betas=BETAS,
                              fused=capturable or device.type == "cuda", capturable=capturable)
 
 
 def sgd(groups: list[list[nn.Parameter]], lrs: list[float], wd: float, device: torch.device,
-        capturable: bool = False, momentum: float = 0.9) -> torch.optim.SGD:
+        capturable: bool = False, momentum: float = 0.9) -> SGD:
     """SGD with Nesterov momentum over the trainable parameters of ``groups``; fused on CUDA.
 
     ``wd`` is L2 added to the gradient (PyTorch's SGD ``weight_decay``, e.g. 5e-4), not on norms
@@ -124,7 +181,7 @@ def sgd(groups: list[list[nn.Parameter]], lrs: list[float], wd: float, device: t
         (True, [0.0005, 0.0])
     """
     param_groups = _trainable_groups(groups, lrs, wd, device, capturable)
-    return torch.optim.SGD(param_groups, lr=param_groups[-1]["lr"], momentum=momentum,
+    return SGD(param_groups, lr=param_groups[-1]["lr"], momentum=momentum,
                            nesterov=True, fused=device.type == "cuda")
 
 

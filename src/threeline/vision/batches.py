@@ -22,7 +22,6 @@ from PIL import Image
 from torch import nn
 
 from threeline import distributed
-from threeline.devices import import_optimizers_early
 from threeline.vision import decode
 from threeline.vision.files import ImageFiles
 from threeline.vision.presize import Presized, memory_budget, presize
@@ -137,7 +136,6 @@ def presized_cache(learn: VisionLearner, items: Sequence, labels: Sequence[int] 
     """
     p, key = learn.preprocess, presize_key(learn, items)
     if key not in learn._presized:
-        import_optimizers_early(learn.device)  # hidden behind the decoding
         split = next((s for s in (learn.data.train, learn.data.valid) if s.files is items), None)
         cache = presize(items, labels, short=p.resize_to, interpolation=p.interpolation,
                         num_workers=learn.data.num_workers, progress=learn.progress,

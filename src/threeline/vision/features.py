@@ -31,7 +31,6 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from threeline.devices import import_optimizers_early
 from threeline.progress import Progress
 from threeline.saving import atomic_write
 from threeline.vision import batches
@@ -131,7 +130,6 @@ def ensure(learn: VisionLearner, splits: Sequence[str]) -> None:
                                 tensors["labels"].to(learn.device))
     if not missing:
         return
-    import_optimizers_early(learn.device)  # hidden behind the pass of the body
     names = "precompute " + " + ".join(s for s, _, _ in missing)
     if all(batches.presize_key(learn, part.files) in learn._presized for _, part, _ in missing):
         # already decoded into memory (fine_tune does that first): no decoding at all

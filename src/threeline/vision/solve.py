@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from threeline import optim
 from threeline.vision.newton import newton, use_newton
 
 # penalty * N, from strong to weak (C = 1 / (penalty * N) in scikit-learn's terms: 1e-3 to 1e2)
@@ -57,7 +58,7 @@ def solve(z: torch.Tensor, targets: torch.Tensor, penalty: torch.Tensor, multi_l
     w = (torch.zeros(z.shape[1] + 1, n_out, dtype=z.dtype, device=z.device)
          if start is None else start.clone())
     w.requires_grad_(True)
-    opt = torch.optim.LBFGS([w], lr=1, max_iter=max_iter, history_size=10,
+    opt = optim.LBFGS([w], lr=1, max_iter=max_iter, history_size=10,
                             line_search_fn="strong_wolfe", tolerance_grad=1e-5,
                             tolerance_change=1e-7)
 
