@@ -337,7 +337,8 @@ def test_precompute_leaves_out_files_that_fail_only_while_decoding(tmp_path, dog
 
     data, learn, seen = run()
     err = capsys.readouterr().err
-    assert seen[0] == 13 + 7
+    assert seen[0] == 13 + 7 + 13  # train, valid, and train mirrored for the solved head
+    assert len(learn._cached["train_mirrored"][0]) == 12  # the broken file's mirror left out
     for path, split in zip(broken, (data.train, data.valid), strict=True):
         assert f"Could not decode {path}" in err and "corrupt" in data.skipped[path]
         assert path not in split.files

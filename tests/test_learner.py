@@ -53,7 +53,7 @@ def test_cache_is_reused_then_rebuilt_when_a_file_changes(dogscats_demo, tmp_pat
 
     first, seen = learner()
     first.fit(0.01, 1)
-    assert seen[0] == 120
+    assert seen[0] == 200  # 80 training photos, also mirrored for the solved head, 40 valid
     assert len(list((cache / "features").glob("*.safetensors"))) == 2
 
     second, seen = learner()
@@ -70,7 +70,49 @@ def test_cache_is_reused_then_rebuilt_when_a_file_changes(dogscats_demo, tmp_pat
     (root / "train" / "cats" / "extra.jpg").write_bytes(victim.read_bytes())
     fourth, seen = learner()
     fourth.fit(0.01, 1)
-    assert seen[0] == 81
+    assert seen[0] == 162  # the new training split, and its mirror
+
+
+def test_a_solved_head_also_learns_from_the_training_photos_mirrored(dogscats_demo, tmp_path):
+    """The mirrored activations are the body's on each photo flipped left to right (cached
+    with the split, read back by the next run)."""
+    from threeline.vision import features
+
+    data = ImageData.from_folder(dogscats_demo, size=96)
+    learn = Learner.pretrained("efficientnet_lite0", data, precompute=True,
+                               cache_dir=tmp_path, progress=False)
+    learn.fit(0.01, 1)
+    x, y = learn._cached["train"]
+    mirrored, y_mirrored = learn._cached[features.MIRRORED]
+    assert mirrored.shape == x.shape and torch.equal(y, y_mirrored) and len(x) == 80
+    from threeline.vision import batches
+
+    photo = next(iter(batches.image_batches(learn, data.train.files[5:6], None, False)))[0]
+    with torch.no_grad():  # the preprocessed photo (1, 3, 96, 96), mirrored, through the body
+        direct = features.inference_body(learn)(photo.flip(-1))[0]  # (D,)
+    assert torch.allclose(direct.bfloat16().float(), mirrored[5].float(), rtol=0.02, atol=0.02)
+    assert not torch.allclose(mirrored[5].float(), x[5].float(), rtol=0.02, atol=0.02)
+    again = Learner.pretrained("efficientnet_lite0", ImageData.from_folder(dogscats_demo, size=96),
+                               precompute=True, cache_dir=tmp_path, progress=False)
+    again.features("train")
+    assert torch.equal(again._cached[features.MIRRORED][0].cpu(), mirrored.cpu())
+
+
+def test_fine_tunes_first_stage_solves_on_the_photos_alone(dogscats_demo, tmp_path):
+    """fine_tune's head only starts the whole network's training: no mirrored pass there."""
+    learn = Learner.pretrained("efficientnet_lite0", ImageData.from_folder(dogscats_demo, size=64),
+                               cache_dir=tmp_path, progress=False)
+    learn.checkpoint_dir = False
+    learn.fine_tune(1, freeze_epochs=1)
+    stored = [load_file(f) for f in (tmp_path / "features").glob("*.safetensors")]
+    assert sorted(len(t["features"]) for t in stored) == [40, 80]
+    assert not any("mirrored" in t for t in stored)
+    learn.freeze()
+    learn.precompute = True  # the three lines' fit on the same learner does mirror
+    learn.fit(0.01, 1)
+    assert learn.mirrors_training_images
+    assert any(len(t.get("mirrored", [])) == 80
+               for t in map(load_file, (tmp_path / "features").glob("*.safetensors")))
 
 
 def test_killed_precompute_leaves_no_corrupt_cache(dogscats_demo, tmp_path):

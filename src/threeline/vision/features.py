@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -110,44 +111,70 @@ def save(folder: Path, key: str, tensors: dict[str, torch.Tensor],
     return path
 
 
+MIRRORED = "train_mirrored"  # learn._cached key: the training images' activations, mirrored
+
+
 def ensure(learn: VisionLearner, splits: Sequence[str]) -> None:
     """Read each split's activations from the cache; compute the missing ones in one pass
     of the body (one set of decoding workers for all of them), then cache them per split.
-    Files that failed to decode leave their split (see the module's docstring)."""
+    Files that failed to decode leave their split (see the module's docstring).
+
+    When ``learn.mirrors_training_images`` (a solved linear head), the training images are
+    also run mirrored left to right, kept under :data:`MIRRORED`: twice the rows for the
+    solve, at the cost of one more forward pass of the body over them and no more decoding.
+    """
     folder, missing = learn.cache / "features", []
     for split in splits:
         if split in learn._cached:
             continue
         part = learn.data.split(split)
+        mirror = split == "train" and learn.mirrors_training_images
         key = cache_key(learn.backbone_description(), part.files, part.labels)
         found = load(folder, key)
-        if found is None:
-            missing.append((split, part, key))
+        if found is None or (mirror and "mirrored" not in found[0]):
+            missing.append((split, part, key, mirror))
             continue
         tensors, left_out = found
         _leave_out(learn, part, left_out)
-        learn._cached[split] = (tensors["features"].to(learn.device),
-                                tensors["labels"].to(learn.device))
+        _keep(learn, split, tensors, mirror)
     if not missing:
         return
-    names = "precompute " + " + ".join(s for s, _, _ in missing)
-    if all(batches.presize_key(learn, part.files) in learn._presized for _, part, _ in missing):
+    names = "precompute " + " + ".join(s for s, *_ in missing)
+    if all(batches.presize_key(learn, part.files) in learn._presized for _, part, *_ in missing):
         # already decoded into memory (fine_tune does that first): no decoding at all
         body = inference_body(learn)
-        acts = [run_body(learn, part.files, names, body) for _, part, _ in missing]
+        acts = [run_body(learn, part.files, names, body, range(len(part) if mirror else 0))
+                for _, part, _, mirror in missing]
     else:  # one set of decoding workers for all the splits; each split a view, no copy
-        every = run_body(learn, [f for _, part, _ in missing for f in part.files], desc=names)
-        acts = list(every.split([len(part) for _, part, _ in missing]))
-    for (split, part, key), features in zip(missing, acts, strict=True):
+        sizes = [len(part) for _, part, *_ in missing]
+        starts = np.cumsum([0, *sizes[:-1]]).tolist()
+        mirrored = [range(a, a + n)
+                    for a, n, (*_, m) in zip(starts, sizes, missing, strict=True) if m]
+        every = run_body(learn, [f for _, part, *_ in missing for f in part.files], names,
+                         mirror=mirrored[0] if mirrored else range(0))  # train only, if any
+        acts = list(every.split(sizes, dim=1))
+    for (split, part, key, mirror), views in zip(missing, acts, strict=True):  # (V, N, D)
         failed = {i: learn.data.skipped[f] for i, f in enumerate(part.files)
                   if f in learn.data.skipped}  # reported while decoding
         labels = torch.tensor(part.labels, dtype=torch.int64)
         if failed:
             kept = [i for i in range(len(part)) if i not in failed]
-            features, labels = features[kept], labels[kept]  # (N', D), (N',)
-        save(folder, key, {"features": features, "labels": labels}, failed)
+            views, labels = views[:, kept], labels[kept]  # (V, N', D), (N',)
+        tensors = {"features": views[0], "labels": labels}
+        if mirror:
+            tensors["mirrored"] = views[1]
+        save(folder, key, tensors, failed)
         _leave_out(learn, part, failed)
-        learn._cached[split] = (features.to(learn.device), labels.to(learn.device))
+        _keep(learn, split, tensors, mirror)
+
+
+def _keep(learn: VisionLearner, split: str, tensors: dict[str, torch.Tensor],
+          mirror: bool) -> None:
+    """Put a split's cached tensors on the learner's device (and its mirror when wanted)."""
+    labels = tensors["labels"].to(learn.device)
+    learn._cached[split] = (tensors["features"].to(learn.device), labels)
+    if mirror:
+        learn._cached[MIRRORED] = (tensors["mirrored"].to(learn.device), labels)
 
 
 def _leave_out(learn: VisionLearner, part, failed: dict[int, str]) -> None:
@@ -162,10 +189,12 @@ def _leave_out(learn: VisionLearner, part, failed: dict[int, str]) -> None:
 
 @torch.inference_mode()
 def run_body(learn: VisionLearner, items: Sequence, desc: str,
-             body: torch.nn.Module | None = None) -> torch.Tensor:
-    """Pooled activations (N, D) bfloat16 on the CPU, for files or PIL images: what CUDA's
+             body: torch.nn.Module | None = None, mirror: range = range(0)) -> torch.Tensor:
+    """Pooled activations (V, N, D) bfloat16 on the CPU, for files or PIL images: what CUDA's
     autocast computes them in; on a CPU each batch is rounded to it as it comes (the float32
-    rows of the whole set are never held at once).
+    rows of the whole set are never held at once). V is 1, or 2 when ``mirror`` (a range of
+    item indices) is not empty: then ``[1]`` holds those items mirrored left to right
+    (decoded once, run twice), zeros elsewhere.
 
     The body runs with its BatchNorms folded into its convolutions (:mod:`threeline.fold`);
     ``body`` passes an :func:`inference_body` already made, so several passes share one.
@@ -173,6 +202,7 @@ def run_body(learn: VisionLearner, items: Sequence, desc: str,
     make the host wait for each forward pass instead of decoding the next batch meanwhile.
     """
     body = body if body is not None else inference_body(learn)
+    views = 2 if len(mirror) else 1
     out: torch.Tensor | None = None
     start = 0
     with Progress(len(items), desc, unit="img", enabled=learn.progress) as bar:
@@ -180,13 +210,16 @@ def run_body(learn: VisionLearner, items: Sequence, desc: str,
         for images, _ in batches.image_batches(learn, items, None, False, batch_size=size):
             with learn.autocast():
                 acts = body(images)  # (B, D)
-            if out is None:
-                out = acts.new_empty(len(items), acts.shape[1], dtype=STORED)
-            out[start:start + len(acts)] = acts
+                if out is None:
+                    out = acts.new_zeros(views, len(items), acts.shape[1], dtype=STORED)
+                out[0, start:start + len(acts)] = acts
+                lo, hi = max(start, mirror.start), min(start + len(acts), mirror.stop)
+                if lo < hi:  # (b, 3, H, W) mirrored -> (b, D)
+                    out[1, lo:hi] = body(images[lo - start:hi - start].flip(-1))
             start += len(acts)
             bar.update(len(acts))
     if out is None:  # no items
-        return torch.empty(0, learn.body.out_features, dtype=STORED)
+        return torch.empty(views, 0, learn.body.out_features, dtype=STORED)
     return out.cpu()
 
 

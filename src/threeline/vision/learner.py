@@ -260,8 +260,12 @@ class ImageLearner(ImagePredictions, SolvedHead, Learner):
         return super().steps_per_process()
 
     def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self._solver is not None:
-            return iter([self.features("train")])  # every row, every process: one solve
+        if self._solver is not None:  # every row, every process: one solve
+            x, y = self.features("train")  # (N, D), labels
+            if feature_cache.MIRRORED in self._cached:  # the same images mirrored: (2N, D)
+                x = torch.cat([x, self._cached[feature_cache.MIRRORED][0].float()])
+                y, self._solver.views = torch.cat([y, y]), 2
+            return iter([(x, y)])
         return batches.train_batches(self)
 
     def valid_batches(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
@@ -375,10 +379,11 @@ class ImageLearner(ImagePredictions, SolvedHead, Learner):
         if freeze_epochs > 0:
             self.freeze()
             augment, self._augment, self._precompute = self._augment, None, True
+            self._mirror_train = False  # a start for the next stage: the plain images do
             try:
                 rows += self.fit(head_lr, freeze_epochs, wd=wd)
             finally:
-                self._augment, self._precompute = augment, False
+                self._augment, self._precompute, self._mirror_train = augment, False, True
             if self.interrupted:  # Ctrl-C in the first stage stops the recipe
                 return rows
         self.unfreeze()

@@ -93,6 +93,9 @@ class VisionLearner(Protocol):
     def multi_label(self) -> bool: ...
 
     @property
+    def mirrors_training_images(self) -> bool: ...
+
+    @property
     def body(self) -> Body: ...
 
     @property

@@ -111,8 +111,19 @@ def row_space(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     return z.contiguous(), basis.contiguous()
 
 
-def fold_ids(targets: torch.Tensor, folds: int, seed: int) -> np.ndarray:
-    """(N,) fold of each row: stratified by class (by first label for multi-label), seeded."""
+def fold_ids(targets: torch.Tensor, folds: int, seed: int, views: int = 1) -> np.ndarray:
+    """(N,) fold of each row: stratified by class (by first label for multi-label), seeded.
+
+    ``views`` > 1: the rows are that many views of the same images, one block after another
+    (row ``i + k * N / views`` is image ``i``); every view of an image falls in its fold.
+
+    Example:
+        >>> fold_ids(torch.tensor([0, 0, 1, 1] * 2), folds=2, seed=0, views=2).reshape(2, 4)
+        array([[0, 1, 0, 1],
+               [0, 1, 0, 1]])
+    """
+    if views > 1:
+        return np.tile(fold_ids(targets[: len(targets) // views], folds, seed), views)
     labels = targets.cpu().numpy()
     if labels.ndim == 2:
         labels = np.where(labels.any(1), labels.argmax(1), -1)
@@ -128,17 +139,18 @@ def fold_ids(targets: torch.Tensor, folds: int, seed: int) -> np.ndarray:
 
 
 def choose_penalty(x: torch.Tensor, targets: torch.Tensor, multi_label: bool, seed: int = 0,
-                   grid: Sequence[float] = PENALTIES_TIMES_N, folds: int = FOLDS
-                   ) -> tuple[torch.Tensor, np.ndarray]:
+                   grid: Sequence[float] = PENALTIES_TIMES_N, folds: int = FOLDS,
+                   views: int = 1) -> tuple[torch.Tensor, np.ndarray]:
     """The penalty with the lowest held-out log-loss over ``folds`` folds of the training rows:
     a scalar, or (C,) one per label. Penalties go from strong to weak, each solve starting from
     the last, and stop once two in a row did worse for every output (the held-out loss rises
     on either side of its best penalty). Also returns the (tried, outputs) held-out losses.
+    ``views``: the rows are views of the same images (:func:`fold_ids`), held out together.
     """
     n = len(x)
     if n < MIN_FOR_CV:
         return torch.tensor(1.0 / n, dtype=x.dtype, device=x.device), np.zeros((0, 0))
-    fold = torch.as_tensor(fold_ids(targets, folds, seed), device=x.device)
+    fold = torch.as_tensor(fold_ids(targets, folds, seed, views), device=x.device)
     problems = []  # per fold: training coordinates, their targets, held-out ones
     for k in range(folds):
         held = fold == k
@@ -195,6 +207,7 @@ class LinearSolver:
 
     def __init__(self, multi_label: bool, seed: int = 0):
         self.multi_label, self.seed = multi_label, seed
+        self.views = 1  # rows per image (its mirror too: ImageLearner.train_batches sets 2)
         self.penalty: torch.Tensor | None = None
         self.held_out_losses: np.ndarray | None = None
 
@@ -210,8 +223,8 @@ class LinearSolver:
         x = x.float()
         first = self.penalty is None
         if first:
-            self.penalty, self.held_out_losses = choose_penalty(x, targets, self.multi_label,
-                                                                self.seed)
+            self.penalty, self.held_out_losses = choose_penalty(
+                x, targets, self.multi_label, self.seed, views=self.views)
             with torch.no_grad():  # the BatchNorm standardizes exactly (eval mode)
                 _, mean, std = standardize(x)
                 norm.running_mean.copy_(mean)
@@ -249,9 +262,10 @@ class SolvedHead:
     """The ``ImageLearner`` side of a solved head: :meth:`fit` sets ``_solver`` while it
     solves, and the learner's hooks (steps, batches, train mode, the step) then hand the whole
     training set to it. A mixin of ``ImageLearner`` only: it uses the learner's ``head``,
-    ``precompute``, ``multi_label`` and ``seed``."""
+    ``body``, ``data``, ``precompute``, ``multi_label`` and ``seed``."""
 
     _solver: LinearSolver | None = None  # set during a fit that solves the head
+    _mirror_train = True  # fine_tune's first stage turns it off (see mirrors_training_images)
 
     @property
     def solves_head(self) -> bool:
@@ -261,6 +275,18 @@ class SolvedHead:
         return (self.precompute and isinstance(head, nn.Sequential) and len(head) == 3
                 and isinstance(head[0], nn.BatchNorm1d) and isinstance(head[-1], nn.Linear))
 
+    @property
+    def mirrors_training_images(self) -> bool:
+        """True when the solved head also learns from the training images mirrored left to
+        right (:func:`threeline.vision.features.ensure`): in the three lines, while the
+        images and their mirrors are no more rows than the activations have values (2N <= D),
+        so the solve stays in the span of the rows; past that its cost jumped (2.6 s against
+        1 s on 1,382 chips, H100) for little gain. Not in ``fine_tune``'s first stage, where
+        the head only starts the whole network's training (``benchmarks/results/
+        multilabel-nvidia-h100-2026-12-07-b.md``, ``small_data-*-mirror.md``)."""
+        return (self.solves_head and self._mirror_train
+                and 2 * len(self.data.train) <= self.body.out_features)
+
     def fit(self, lr, epochs: int = 1, *args, **kwargs) -> list[dict]:
         """Train for ``epochs`` epochs (see :meth:`threeline.learner.Learner.fit`).
 
@@ -269,7 +295,8 @@ class SolvedHead:
         (binary per label for multi-label data) on the standardized activations, its penalty
         chosen by 5-fold cross-validation on the training images alone, solved in the first
         epoch (L-BFGS on a CPU, Newton's method on a GPU) and refined in the next ones
-        (:mod:`threeline.vision.solve`). ``lr``, ``wd`` and the schedule do not apply to it;
+        (:mod:`threeline.vision.solve`), on the training images and their mirror images
+        (:attr:`mirrors_training_images`). ``lr``, ``wd`` and the schedule do not apply to it;
         on small folders this ended at or above every stepped head tried
         (``benchmarks/results/small_data-*.md``).
 
