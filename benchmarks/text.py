@@ -208,8 +208,10 @@ def imdb_task(args, clock: Clock) -> list[str]:
                       lambda r=route: text_classifier(data, encoder=encoders.get(r, r),
                                                       seed=args.seed))
         learn.checkpoint_dir = False
-        rows = clock(f"{route}: fine_tune({args.epochs})",
-                     lambda lrn=learn: lrn.fine_tune(args.epochs))
+        lm_epochs = args.lm_epochs if route == "awd_lstm" else None
+        rows = clock(f"{route}: fine_tune({args.epochs}" + (
+            f", lm_epochs={lm_epochs})" if lm_epochs else ")"),
+            lambda lrn=learn, n=lm_epochs: lrn.fine_tune(args.epochs, lm_epochs=n))
         lm = learn.lm  # the language model the AWD-LSTM route trained first
         if lm is not None:
             out += [f"{route} language model:", history_table(lm.history)]
@@ -307,6 +309,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bptt", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--routes", nargs="+", default=None)
+    p.add_argument("--lm-epochs", type=int, default=None,
+                   help="imdb, awd_lstm route: language-model epochs (default: the library's)")
     p.add_argument("--max-train", type=int, default=None)
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=3, help="char-overhead: runs of each loop")
