@@ -115,6 +115,22 @@ def test_fine_tunes_first_stage_solves_on_the_photos_alone(dogscats_demo, tmp_pa
                for t in map(load_file, (tmp_path / "features").glob("*.safetensors")))
 
 
+def test_the_mirror_images_already_in_memory_stay_out_when_not_wanted(dogscats_demo, tmp_path):
+    """After the three lines (mirror images in memory), a solve that must not use them (as in
+    fine_tune's first stage) standardizes by the photos alone; the next three lines use both."""
+    learn = Learner.pretrained("efficientnet_lite0", ImageData.from_folder(dogscats_demo, size=64),
+                               precompute=True, cache_dir=tmp_path, progress=False)
+    learn.fit(0.01, 1)
+    x = learn.features("train")[0]  # (80, D)
+    mirrored = learn._cached["train_mirrored"][0].float()
+    norm = learn.head[0]
+    assert torch.allclose(norm.running_mean, torch.cat([x, mirrored]).mean(0), atol=1e-4)
+    learn._mirror_train = False
+    learn.fit(0.01, 1)
+    assert torch.allclose(norm.running_mean, x.mean(0), atol=1e-4)
+    assert not torch.allclose(x.mean(0), torch.cat([x, mirrored]).mean(0), atol=1e-4)
+
+
 def test_killed_precompute_leaves_no_corrupt_cache(dogscats_demo, tmp_path):
     cache = tmp_path / "cache"
     script = (

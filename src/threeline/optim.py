@@ -18,32 +18,32 @@ from torch import nn
 BETAS = (0.9, 0.99)
 
 
-def _eager(method):
-    """``method`` without the wrappers torch puts around it for ``torch.compile``."""
-    return inspect.unwrap(method)
-
-
 class EagerMethods:
-    """torch.optim's bookkeeping methods without their ``torch.compile`` guards.
+    """torch.optim's methods without their ``torch.compile`` guards.
 
     Those guards import ``torch._dynamo`` the first time an optimizer is made or stepped: about
-    4 s a process on a GPU machine, over a second on a laptop CPU
+    4 s a process on a fresh GPU machine, 1.1-1.9 s on a 2-core CPU
     (``benchmarks/results/first-pass-nvidia-h100-2026-12-07.md``). They only matter while dynamo
     traces the optimizer, which threeline never asks for (its CUDA graphs capture the eager
-    step), so these subclasses call the undecorated methods. Mixed in before the torch class.
+    step), so these subclasses call the undecorated methods (``inspect.unwrap``). Mixed in
+    before the torch class.
     """
 
     def add_param_group(self, param_group: dict) -> None:
-        _eager(torch.optim.Optimizer.add_param_group)(self, param_group)
+        inspect.unwrap(torch.optim.Optimizer.add_param_group)(self, param_group)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        _eager(torch.optim.Optimizer.zero_grad)(self, set_to_none)
+        inspect.unwrap(torch.optim.Optimizer.zero_grad)(self, set_to_none)
 
     def state_dict(self) -> dict:
-        return _eager(torch.optim.Optimizer.state_dict)(self)
+        return inspect.unwrap(torch.optim.Optimizer.state_dict)(self)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        _eager(torch.optim.Optimizer.load_state_dict)(self, state_dict)
+        inspect.unwrap(torch.optim.Optimizer.load_state_dict)(self, state_dict)
+
+    def step(self, closure=None):
+        with torch.no_grad():  # what the dropped wrapper did: no graph of the update
+            return inspect.unwrap(super().step)(self, closure)  # the torch class's own step
 
 
 class AdamW(EagerMethods, torch.optim.AdamW):
@@ -57,21 +57,13 @@ class AdamW(EagerMethods, torch.optim.AdamW):
         (True, 0.1)
     """
 
-    def step(self, closure=None):
-        with torch.no_grad():  # what the dropped wrapper did: no graph of the update
-            return _eager(torch.optim.AdamW.step)(self, closure)
-
 
 class SGD(EagerMethods, torch.optim.SGD):
     """``torch.optim.SGD`` without importing ``torch._dynamo`` (see :class:`EagerMethods`)."""
 
-    def step(self, closure=None):
-        with torch.no_grad():
-            return _eager(torch.optim.SGD.step)(self, closure)
-
 
 class LBFGS(EagerMethods, torch.optim.LBFGS):
-    """``torch.optim.LBFGS`` without importing ``torch._dynamo`` (its step needs no change)."""
+    """``torch.optim.LBFGS`` without importing ``torch._dynamo`` (see :class:`EagerMethods`)."""
 
 
 def check_positive(**values) -> None:

@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -125,10 +124,10 @@ def ensure(learn: VisionLearner, splits: Sequence[str]) -> None:
     """
     folder, missing = learn.cache / "features", []
     for split in splits:
-        if split in learn._cached:
+        mirror = split == "train" and learn.mirrors_training_images
+        if split in learn._cached and (MIRRORED in learn._cached or not mirror):
             continue
         part = learn.data.split(split)
-        mirror = split == "train" and learn.mirrors_training_images
         key = cache_key(learn.backbone_description(), part.files, part.labels)
         found = load(folder, key)
         if found is None or (mirror and "mirrored" not in found[0]):
@@ -147,11 +146,12 @@ def ensure(learn: VisionLearner, splits: Sequence[str]) -> None:
                 for _, part, _, mirror in missing]
     else:  # one set of decoding workers for all the splits; each split a view, no copy
         sizes = [len(part) for _, part, *_ in missing]
-        starts = np.cumsum([0, *sizes[:-1]]).tolist()
-        mirrored = [range(a, a + n)
-                    for a, n, (*_, m) in zip(starts, sizes, missing, strict=True) if m]
+        start, mirror_rows = 0, range(0)  # the training split's rows, when it is mirrored
+        for size, (*_, mirror) in zip(sizes, missing, strict=True):
+            mirror_rows = range(start, start + size) if mirror else mirror_rows
+            start += size
         every = run_body(learn, [f for _, part, *_ in missing for f in part.files], names,
-                         mirror=mirrored[0] if mirrored else range(0))  # train only, if any
+                         mirror=mirror_rows)
         acts = list(every.split(sizes, dim=1))
     for (split, part, key, mirror), views in zip(missing, acts, strict=True):  # (V, N, D)
         failed = {i: learn.data.skipped[f] for i, f in enumerate(part.files)

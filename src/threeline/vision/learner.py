@@ -228,8 +228,7 @@ class ImageLearner(ImagePredictions, SolvedHead, Learner):
 
         Computed once (and written to the cache folder); later calls and later runs read them.
         """
-        if split not in self._cached:
-            feature_cache.ensure(self, [split])
+        feature_cache.ensure(self, [split])  # nothing to do once they are in memory
         x, y = self._cached[split]
         return (x if dtype is None else x.to(dtype)), y
 
@@ -262,9 +261,9 @@ class ImageLearner(ImagePredictions, SolvedHead, Learner):
     def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self._solver is not None:  # every row, every process: one solve
             x, y = self.features("train")  # (N, D), labels
-            if feature_cache.MIRRORED in self._cached:  # the same images mirrored: (2N, D)
+            if self._solver.views == 2:  # the same images mirrored: (2N, D)
                 x = torch.cat([x, self._cached[feature_cache.MIRRORED][0].float()])
-                y, self._solver.views = torch.cat([y, y]), 2
+                y = torch.cat([y, y])
             return iter([(x, y)])
         return batches.train_batches(self)
 

@@ -205,9 +205,9 @@ class LinearSolver:
         True
     """
 
-    def __init__(self, multi_label: bool, seed: int = 0):
+    def __init__(self, multi_label: bool, seed: int = 0, views: int = 1):
         self.multi_label, self.seed = multi_label, seed
-        self.views = 1  # rows per image (its mirror too: ImageLearner.train_batches sets 2)
+        self.views = views  # rows per image: 2 when its mirror image comes too
         self.penalty: torch.Tensor | None = None
         self.held_out_losses: np.ndarray | None = None
 
@@ -308,7 +308,8 @@ class SolvedHead:
             True
         """
         if self.solves_head:
-            self._solver = LinearSolver(self.multi_label, self.seed)
+            views = 2 if self.mirrors_training_images else 1
+            self._solver = LinearSolver(self.multi_label, self.seed, views)
         try:
             return super().fit(lr, epochs, *args, **kwargs)
         finally:
