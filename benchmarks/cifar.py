@@ -41,7 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from threeline.learner import Learner
+from threeline.lookahead import Lookahead
 from threeline.losses import CrossEntropy
+from threeline.models.convnet import fast_convnet
 from threeline.models.resnet import fast_resnet, resnet
 from threeline.vision.resident import ResidentImages
 
@@ -139,8 +141,11 @@ def split(labels: np.ndarray, valid_pct: float = 0.1, seed: int = 42) -> tuple[n
 class Config:
     """One training run. `mode`: "library" (Learner.fit) or "plain" (the bare loop)."""
 
-    arch: str = "fast_resnet"  # or "resnet18", "resnet34", ... (small-input stem)
-    width: int = 64
+    arch: str = "fast_resnet"  # or "fast_convnet", "resnet18", ... (small-input stem)
+    width: int = 64  # fast_convnet: blocks of width, 4 width, 4 width channels
+    convs: int = 2  # fast_convnet: convolutions per block
+    batch: int = 512
+    lookahead: bool = False  # threeline.lookahead.Lookahead (the bare loop does the same)
     epochs: int = 12
     lr: float = 4e-3
     wd: float = 0.1
@@ -157,12 +162,16 @@ class Config:
         layout = ("compiled" if self.compile else "eager") + (
             ", channels_last" if self.channels_last else ", NCHW") + (
             ", CUDA graph" if self.graphs else "")
-        return f"{self.arch}(w={self.width}) {layout}"
+        convs = f", {self.convs} convs" if self.arch == "fast_convnet" else ""
+        return f"{self.arch}(w={self.width}{convs}) {layout}"
 
 
 def build(cfg: Config, n_classes: int) -> nn.Module:
     if cfg.arch == "fast_resnet":
         return fast_resnet(n_classes, width=cfg.width)
+    if cfg.arch == "fast_convnet":
+        w = cfg.width
+        return fast_convnet(n_classes, widths=(w, 4 * w, 4 * w), n_convs=cfg.convs)
     return resnet(int(cfg.arch.removeprefix("resnet")), n_classes, small_input=True,
                   width=cfg.width)
 
@@ -178,7 +187,7 @@ class Bench:
 
     def model(self, cfg: Config) -> nn.Module:
         """The model for `cfg`, freshly initialised from `cfg.seed`."""
-        key = (cfg.arch, cfg.width, cfg.compile, cfg.channels_last)
+        key = (cfg.arch, cfg.width, cfg.convs, cfg.compile, cfg.channels_last)
         if key not in self.models:
             model = build(cfg, self.n_classes).to(self.device)
             if cfg.channels_last:
@@ -208,47 +217,70 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def flip_tta_accuracy(learn: Learner, data: ResidentImages) -> float:
-    """Validation accuracy of the mean of the softmax on the images and on their mirror."""
-    out, y = learn.get_preds()
-    flipped, _ = learn.get_preds(data.with_flipped_valid().batches("valid", learn.device,
-                                                                   False, 0))
-    probs = learn.loss.activation(out) + learn.loss.activation(flipped)  # (N, C)
-    return float((probs.argmax(1) == y).float().mean())
+# test-time views: (flip, (rows, columns) shift, weight) - the image and its mirror, then both
+# moved by one pixel down-right and up-left
+VIEWS = [(False, (0, 0), 0.25), (True, (0, 0), 0.25), (False, (1, 1), 0.125),
+         (True, (1, 1), 0.125), (False, (-1, -1), 0.125), (True, (-1, -1), 0.125)]
+
+
+def tta_accuracy(learn: Learner, data: ResidentImages, views: list) -> tuple[float, float]:
+    """Validation accuracy of the weighted mean of the softmax over `views`, and its seconds."""
+    sync(learn.device)
+    start = time.perf_counter()
+    probs, y = 0, None
+    for flip, shift, weight in views:
+        view = data.options(flip_valid=flip, shift_valid=shift)
+        out, y = learn.get_preds(view.batches("valid", learn.device, False, 0))
+        probs = probs + weight * learn.loss.activation(out)  # (N, C)
+    accuracy = float((probs.argmax(1) == y).float().mean())
+    sync(learn.device)
+    return accuracy, time.perf_counter() - start
 
 
 def run_library(bench: Bench, cfg: Config, model: nn.Module | None = None,
                 quiet: bool = False) -> dict:
     """`Learner(model, data).fit(lr, epochs)`; returns times and accuracies."""
     model = model if model is not None else bench.model(cfg)
-    bench.data.graphable = cfg.graphs
-    learn = Learner(model, bench.data, loss=CrossEntropy(label_smoothing=cfg.smoothing),
+    data = bench.data.options(batch_size=cfg.batch)
+    data.graphable = cfg.graphs
+    learn = Learner(model, data, loss=CrossEntropy(label_smoothing=cfg.smoothing),
                     device=bench.device, seed=cfg.seed, progress=False)
     learn.optimizer = cfg.opt
     if not cfg.checkpoints:
         learn.checkpoint_dir = False
+    callbacks = [Lookahead()] if cfg.lookahead else []
     sync(bench.device)
     start = time.perf_counter()
     if quiet:
         with contextlib.redirect_stdout(io.StringIO()):
-            rows = learn.fit(cfg.lr, cfg.epochs, wd=cfg.wd)
+            rows = learn.fit(cfg.lr, cfg.epochs, wd=cfg.wd, callbacks=callbacks)
     else:
-        rows = learn.fit(cfg.lr, cfg.epochs, wd=cfg.wd)
+        rows = learn.fit(cfg.lr, cfg.epochs, wd=cfg.wd, callbacks=callbacks)
     sync(bench.device)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "accuracy": rows[-1]["accuracy"],
-            "tta_accuracy": flip_tta_accuracy(learn, bench.data),
+    flip, _ = tta_accuracy(learn, data, VIEWS[:2])
+    six, tta_seconds = tta_accuracy(learn, data, VIEWS)
+    return {"seconds": seconds, "accuracy": rows[-1]["accuracy"], "tta_accuracy": flip,
+            "tta6_accuracy": six, "tta6_seconds": tta_seconds,
             "accuracy_by_epoch": [r["accuracy"] for r in rows]}
+
+
+@torch.no_grad()
+def lookahead_pull(slow: list[torch.Tensor], fast: list[torch.Tensor], d: float) -> None:
+    for s, f in zip(slow, fast, strict=True):
+        s.lerp_(f, 1.0 - d)
+        f.copy_(s)
 
 
 def run_plain(bench: Bench, cfg: Config, model: nn.Module | None = None) -> dict:
     """The same training as a bare PyTorch loop: same model, batches, optimizer groups (AdamW,
     or SGD with Nesterov momentum; no decay on norms and biases), one-cycle shape, bf16
-    autocast, per-epoch validation (one host wait per epoch), no checkpoints."""
+    autocast, per-epoch validation (one host wait per epoch), no checkpoints; the whitening
+    filters of fast_convnet from the first batch, and the same lookahead when the run has it."""
     model = model if model is not None else bench.model(cfg)
-    data, device = bench.data, bench.device
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    data, device = bench.data.options(batch_size=cfg.batch), bench.device
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.wd}, {"params": no_decay, "weight_decay": 0.0}]
     fused = device.type == "cuda"
     opt = (torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True, fused=fused)
@@ -259,6 +291,10 @@ def run_plain(bench: Bench, cfg: Config, model: nn.Module | None = None) -> dict
     total, step, accuracies = data.steps("train") * cfg.epochs, 0, []
     sync(device)
     start = time.perf_counter()
+    if hasattr(model, "initialize_from") and not model.initialized:
+        model.initialize_from(next(iter(data.batches("train", device, True, cfg.seed)))[0])
+    fast = [t.data for t in model.state_dict(keep_vars=True).values() if t.is_floating_point()]
+    slow = [t.detach().clone() for t in fast] if cfg.lookahead else []
     for epoch in range(cfg.epochs):
         model.train()
         losses = []
@@ -273,6 +309,8 @@ def run_plain(bench: Bench, cfg: Config, model: nn.Module | None = None) -> dict
             opt.step()
             losses.append(loss.detach())
             step += 1
+            if slow and (step % 5 == 0 or step == total):
+                lookahead_pull(slow, fast, 0.95 ** 5 * (step / total) ** 3)
         model.eval()
         sums, count = torch.zeros(2, device=device), len(data.index["valid"])  # loss, correct
         with torch.inference_mode():
@@ -307,13 +345,13 @@ def run(bench: Bench, cfg: Config, log: list[dict]) -> dict:
     entry = {**asdict(cfg), **result}
     log.append(entry)
     print(f"-> {result['seconds']:.2f} s, accuracy {result['accuracy']:.4f}"
-          + (f", with flip TTA {result['tta_accuracy']:.4f}" if "tta_accuracy" in result else ""),
-          flush=True)
+          + (f", with flip TTA {result['tta_accuracy']:.4f}, 6-view TTA "
+             f"{result['tta6_accuracy']:.4f}" if "tta_accuracy" in result else ""), flush=True)
     return entry
 
 
 def best_of(entries: list[dict]) -> dict:
-    return max(entries, key=lambda e: (e["tta_accuracy"], -e["seconds"]))
+    return max(entries, key=lambda e: (e["tta6_accuracy"], -e["seconds"]))
 
 
 def plan(bench: Bench, base: Config, args: argparse.Namespace, log: list[dict]) -> dict:
@@ -340,7 +378,7 @@ def plan(bench: Bench, base: Config, args: argparse.Namespace, log: list[dict]) 
     reached = None
     for epochs in args.epochs:
         entry = run(bench, replace(base, epochs=epochs), log)
-        if entry["tta_accuracy"] >= args.target:
+        if entry["tta6_accuracy"] >= args.target:
             reached = entry
             break
     if reached is not None:
@@ -358,6 +396,19 @@ def plan(bench: Bench, base: Config, args: argparse.Namespace, log: list[dict]) 
 
 
 # ---------------------------------------------------------------- the report
+
+def parse_config(base: Config, text: str) -> Config:
+    """'epochs=12,lr=1.5,lookahead=1' -> base with those fields."""
+    fields = {f: type(v) for f, v in asdict(base).items()}
+    changes = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise SystemExit(f"--runs: unknown field {key!r}; fields: {sorted(fields)}")
+        kind = fields[key]
+        changes[key] = (value not in ("0", "false", "no") if kind is bool else kind(value))
+    return replace(base, **changes)
+
 
 def machine_name(device: torch.device) -> str:
     if device.type == "cuda":
@@ -377,11 +428,13 @@ def config_of(entry: dict) -> Config:
 def report(log: list[dict], base: dict, bench: Bench, args: argparse.Namespace,
            info: dict) -> str:
     pct = lambda v: f"{100 * v:.2f} %"  # noqa: E731
-    runs = [[e["mode"], config_of(e).name(), str(e["epochs"]), e["opt"],
+    runs = [[e["mode"], config_of(e).name(), str(e["epochs"]), str(e.get("batch", 512)),
+             "yes" if e.get("lookahead") else "no", e["opt"],
              f"{e['lr']:g}", f"{e['wd']:g}", str(e["seed"]),
              "-" if e["mode"] == "plain" else "yes" if e["checkpoints"] else "no",
              f"{e['seconds']:.2f}", pct(e["accuracy"]),
-             pct(e["tta_accuracy"]) if "tta_accuracy" in e else "-"] for e in log]
+             pct(e["tta_accuracy"]) if "tta_accuracy" in e else "-",
+             pct(e["tta6_accuracy"]) if "tta6_accuracy" in e else "-"] for e in log]
     parts = [f"# CIFAR-10 from random weights, {info['machine']}, {date.today()}", "",
              f"`python3 benchmarks/cifar.py {' '.join(info['argv'])}`", "",
              f"torch {torch.__version__}, {info['device_name']}, {info['n_train']} training and "
@@ -390,32 +443,38 @@ def report(log: list[dict], base: dict, bench: Bench, args: argparse.Namespace,
              f"{OPTIMIZERS[base['opt']]} one-cycle. "
              "Seconds: the whole `fit` (training, per-epoch validation and, where noted, "
              "checkpoints), compilation excluded (done in a warm-up run before the clock).", ""]
-    parts += ["## Time to accuracy (final accuracy with flip TTA, library runs)", ""]
+    parts += ["## Time to accuracy (final accuracy of library runs; seconds of training, the "
+              "test-time views' seconds apart)", ""]
     lib = [e for e in log if e["mode"] == "library"]
     rows = []
     for target in (0.94, 0.95, 0.96):
-        hits = [e for e in lib if e["tta_accuracy"] >= target]
-        fast = min(hits, key=lambda e: e["seconds"]) if hits else None
-        rows.append([pct(target), f"{fast['seconds']:.2f} s" if fast else "not reached",
-                     f"{fast['epochs']} epochs, {config_of(fast).name()}" if fast else "-"])
-    parts += [table(rows, ["target", "fastest run", "run"]), ""]
-    chosen = [e for e in lib if all(e[k] == base[k] for k in ("opt", "lr", "wd", "epochs",
-                                                                "compile", "channels_last",
-                                                                "graphs"))
+        for key, label in (("accuracy", "one view"), ("tta_accuracy", "flip TTA"),
+                           ("tta6_accuracy", "6-view TTA")):
+            hits = [e for e in lib if e.get(key, 0) >= target]
+            fast = min(hits, key=lambda e: e["seconds"]) if hits else None
+            rows.append([pct(target), label,
+                         f"{fast['seconds']:.2f} s" if fast else "not reached",
+                         f"{fast['epochs']} epochs, lr {fast['lr']:g}, seed {fast['seed']}, "
+                         f"{config_of(fast).name()}" if fast else "-",
+                         f"{fast['tta6_seconds']:.2f} s" if fast and key == "tta6_accuracy"
+                         else "-"])
+    parts += [table(rows, ["target", "measure", "fastest run", "run", "views' seconds"]), ""]
+    same_as = ("arch", "width", "convs", "batch", "lookahead", "opt", "lr", "wd", "epochs",
+               "compile", "channels_last", "graphs")
+    chosen = [e for e in lib if all(e.get(k) == base.get(k) for k in same_as)
               and e["checkpoints"]]
     if chosen:
-        accs = sorted(e["tta_accuracy"] for e in chosen)
-        parts += [f"Chosen configuration over {len(accs)} run(s) (seeds): flip-TTA accuracy "
-                  f"{', '.join(pct(a) for a in accs)}.", ""]
-    plain = [e["seconds"] for e in log if e["mode"] == "plain" and e["epochs"] == base["epochs"]
-             and e["opt"] == base["opt"]]
+        for key, label in (("accuracy", "one view"), ("tta_accuracy", "flip TTA"),
+                           ("tta6_accuracy", "6-view TTA")):
+            accs = sorted(e[key] for e in chosen)
+            parts += [f"Chosen configuration over {len(accs)} run(s) (seeds), {label}: "
+                      f"{', '.join(pct(a) for a in accs)}; median {pct(np.median(accs))}.", ""]
+    plain = [e["seconds"] for e in log if e["mode"] == "plain"
+             and all(e.get(k) == base.get(k) for k in same_as if k != "graphs")]
     for label, keep in (("library, checkpoints on", True), ("library, no checkpoints", False)):
         same = [e["seconds"] for e in lib if not e["graphs"] and e["checkpoints"] == keep
-                and e["epochs"] == base["epochs"] and e["opt"] == base["opt"]
-                and e["lr"] == base["lr"]
-                and e["wd"] == base["wd"] and e["seed"] == base["seed"]
-                and e["compile"] == base["compile"]
-                and e["channels_last"] == base["channels_last"]]
+                and e["seed"] == base["seed"]
+                and all(e.get(k) == base.get(k) for k in same_as if k != "graphs")]
         if plain and same:
             over = min(same) / min(plain) - 1
             parts.append(f"- Overhead over the bare loop ({label}): best {min(same):.2f} s "
@@ -424,8 +483,9 @@ def report(log: list[dict], base: dict, bench: Bench, args: argparse.Namespace,
     parts += ["", "Compile and warm-up (once per model and layout): " + ", ".join(
         f"{k}: {v:.1f} s" for k, v in bench.warmup_s.items()), "",
         "## Every run", "",
-        table(runs, ["loop", "model and layout", "epochs", "optimizer", "lr", "wd", "seed",
-                     "checkpoints", "seconds", "accuracy", "flip TTA"]), ""]
+        table(runs, ["loop", "model and layout", "epochs", "batch", "lookahead", "optimizer",
+                     "lr", "wd", "seed", "checkpoints", "seconds", "accuracy", "flip TTA",
+                     "6-view TTA"]), ""]
     return "\n".join(parts)
 
 
@@ -456,8 +516,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--layout-epochs", type=int, default=4)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--only", choices=["plan", "one"], default="plan",
-                   help="'one': a single run of the --arch/--width/--base-epochs/first lr+wd")
+    p.add_argument("--only", choices=["plan", "one", "runs"], default="plan",
+                   help="'one': a single run of the --arch/--width/--base-epochs/first lr+wd; "
+                        "'runs': the --runs list")
+    p.add_argument("--runs", nargs="+", default=[],
+                   help="with --only runs: configurations as key=value,key=value (Config's "
+                        "fields, e.g. arch=fast_convnet,epochs=12,lr=1,mode=plain); each "
+                        "starts from the base configuration")
+    p.add_argument("--lookahead", action="store_true", help="base configuration: Lookahead")
+    p.add_argument("--graphs", action="store_true",
+                   help="base configuration: the CUDA-graph step (with --no-layouts)")
     p.add_argument("--tag", default="", help="appended to the result file's name")
     args = p.parse_args(argv)
     sgd = args.opt == "sgd"
@@ -476,11 +544,18 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(labels)} images decoded in {time.perf_counter() - start:.1f} s", flush=True)
     bench = Bench(data, len(classes), device)
     base = Config(arch=args.arch, width=args.width, epochs=args.base_epochs, lr=args.lrs[0],
-                  wd=args.wds[0], opt=args.opt, compile=device.type == "cuda")
+                  wd=args.wds[0], opt=args.opt, compile=device.type == "cuda",
+                  batch=args.batch_size, lookahead=args.lookahead,
+                  graphs=args.graphs and device.type == "cuda")
     log: list[dict] = []
     if args.only == "one":
         run(bench, base, log)
         chosen = asdict(base)
+    elif args.only == "runs":
+        for text in args.runs:
+            run(bench, parse_config(base, text), log)
+        plain = [e for e in log if e["mode"] == "plain"]
+        chosen = config_of(plain[-1]).__dict__ if plain else asdict(base)
     else:
         chosen = plan(bench, base, args, log)
     info = {"machine": machine_name(device), "argv": sys.argv[1:] if argv is None else argv,

@@ -248,6 +248,7 @@ class Learner(LearnerState, Applications):
         callbacks (the schedule, the table and checkpoints are callbacks too)."""
         self.before_fit()
         module = self._fit_module = self.trainable()
+        self.initialize_from_data(module)
         graphed = (self.cuda_graphs and self.device.type == "cuda" and self.graphable()
                    and self.world.size == 1)
         self._step_module = distributed.wrap(module, self.world, self.device)
@@ -283,6 +284,14 @@ class Learner(LearnerState, Applications):
 
     def before_fit(self) -> None:
         """Called before the optimizer is made (the image learner fills its cache here)."""
+
+    def initialize_from_data(self, module: nn.Module) -> None:
+        """Data-dependent initialisation: a model with ``initialize_from(x)`` whose
+        ``initialized`` is False gets the first training batch's inputs, once, before training."""
+        if hasattr(module, "initialize_from") and not getattr(module, "initialized", True):
+            x, _ = next(iter(self.train_batches()))
+            with torch.no_grad():
+                module.initialize_from(x)
 
     def _epoch(self, module: nn.Module, step: Callable, callbacks: list[Callback],
                validate: bool) -> dict:

@@ -68,6 +68,18 @@ def reflect_index(size: int, pad: int) -> torch.Tensor:
     return torch.where(i > size - 1, 2 * (size - 1) - i, i)
 
 
+def shifted_index(size: int, shift: int) -> torch.Tensor:
+    """Indices that move an axis by ``shift`` pixels, reflecting at the border: size 4,
+    shift 1 -> [1, 2, 3, 2].
+
+    Example:
+        >>> shifted_index(4, 1).tolist(), shifted_index(4, -1).tolist()
+        ([1, 2, 3, 2], [1, 0, 1, 2])
+    """
+    i = (torch.arange(size) + shift).abs()
+    return torch.where(i > size - 1, 2 * (size - 1) - i, i)
+
+
 def channel_stats(images: torch.Tensor, chunk: int = 1024) -> tuple[list[float], list[float]]:
     """Per-channel mean and std (0-255 scale) of uint8 images (N, H, W, C), chunk by chunk (no
     float copy of the whole set).
@@ -115,6 +127,8 @@ class ResidentImages:
         augment: False trains on the images as they are (no crops, no flips).
         flip_valid: flip the validation images (test-time augmentation, see
             :meth:`with_flipped_valid`).
+        shift_valid: (rows, columns) to move the validation images by, reflecting at the
+            border (test-time augmentation: views moved by a pixel).
         max_bytes: the most pixels kept on a CUDA device (default: a quarter of its memory).
 
     Example:
@@ -132,7 +146,7 @@ class ResidentImages:
                  train_idx: Sequence[int] | np.ndarray, valid_idx: Sequence[int] | np.ndarray,
                  batch_size: int = 512, valid_batch_size: int | None = None, pad: int = 4,
                  flip: bool = True, augment: bool = True, flip_valid: bool = False,
-                 max_bytes: int | None = None):
+                 shift_valid: tuple[int, int] = (0, 0), max_bytes: int | None = None):
         images, labels = torch.as_tensor(images), torch.as_tensor(labels).long()
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be (N, H, W, C) uint8, got {tuple(images.shape)} "
@@ -144,6 +158,7 @@ class ResidentImages:
             raise ValueError("The training split is empty: nothing to train on.")
         self.batch_size, self.valid_batch_size = batch_size, valid_batch_size or 2 * batch_size
         self.pad, self.flip, self.augment, self.flip_valid = pad, flip, augment, flip_valid
+        self.shift_valid = tuple(shift_valid)
         self.max_bytes = max_bytes
         _check_options(self)
         self.mean, self.std = channel_stats(images[self.index["train"]])  # per channel, 0-255
@@ -161,7 +176,7 @@ class ResidentImages:
 
     def options(self, **changes) -> ResidentImages:
         """The same images (sharing the device tensors) with other settings: ``batch_size``,
-        ``valid_batch_size``, ``pad``, ``flip``, ``augment``, ``flip_valid``.
+        ``valid_batch_size``, ``pad``, ``flip``, ``augment``, ``flip_valid``, ``shift_valid``.
 
         Example:
             >>> images = torch.zeros(4, 8, 8, 1, dtype=torch.uint8)
@@ -170,7 +185,7 @@ class ResidentImages:
             False
         """
         unknown = set(changes) - {"batch_size", "valid_batch_size", "pad", "flip", "augment",
-                                  "flip_valid", "max_bytes"}
+                                  "flip_valid", "shift_valid", "max_bytes"}
         if unknown:
             raise TypeError(f"Unknown option(s) {sorted(unknown)}.")
         other = copy.copy(self)  # shallow: the pixels and the device tensors are shared
@@ -258,10 +273,14 @@ class ResidentImages:
     def _valid_batches(self, device: torch.device) -> Iterator[Batch]:
         images = self._split_on("valid", device)  # (M, H, W, C)
         y = self._on("y-valid", device, lambda: self.labels[self.index["valid"]].to(device))
-        bs = self.valid_batch_size
+        bs, (dy, dx) = self.valid_batch_size, self.shift_valid
+        rows = self._on(f"rows{dy}", device, lambda: shifted_index(self.size[0], dy).to(device))
+        cols = self._on(f"cols{dx}", device, lambda: shifted_index(self.size[1], dx).to(device))
         for i in range(self.steps("valid")):
             part = slice(i * bs, (i + 1) * bs)
             x = images[part].flip(2) if self.flip_valid else images[part]  # (B, H, W, C)
+            if dy or dx:
+                x = x[:, rows][:, :, cols]
             yield self._normalise(x, device), y[part]
 
     def _train_batches(self, device: torch.device, shuffle: bool, seed: int) -> Iterator[Batch]:
@@ -292,5 +311,10 @@ def _check_options(data: ResidentImages) -> None:
             raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
     if isinstance(data.pad, bool) or not isinstance(data.pad, int) or data.pad < 0:
         raise ValueError(f"pad must be a whole number >= 0, got {data.pad!r}.")
+    shift = data.shift_valid
+    if len(shift) != 2 or not all(isinstance(v, int) and abs(v) < s
+                                  for v, s in zip(shift, data.size, strict=False)):
+        raise ValueError(f"shift_valid must be two whole numbers smaller than the images "
+                         f"({data.size}), got {shift!r}.")
     if data.pad >= min(data.size):
         raise ValueError(f"pad={data.pad} must be smaller than the images ({data.size}).")
