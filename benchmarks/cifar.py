@@ -145,6 +145,7 @@ class Config:
     width: int = 64  # fast_convnet: blocks of width, 4 width, 4 width channels
     convs: int = 2  # fast_convnet: convolutions per block
     batch: int = 512
+    pad: int = 4  # random crops of the reflect-padded image (pixels of padding)
     lookahead: bool = False  # threeline.lookahead.Lookahead (the bare loop does the same)
     epochs: int = 12
     lr: float = 4e-3
@@ -241,7 +242,7 @@ def run_library(bench: Bench, cfg: Config, model: nn.Module | None = None,
                 quiet: bool = False) -> dict:
     """`Learner(model, data).fit(lr, epochs)`; returns times and accuracies."""
     model = model if model is not None else bench.model(cfg)
-    data = bench.data.options(batch_size=cfg.batch)
+    data = bench.data.options(batch_size=cfg.batch, pad=cfg.pad)
     data.graphable = cfg.graphs
     learn = Learner(model, data, loss=CrossEntropy(label_smoothing=cfg.smoothing),
                     device=bench.device, seed=cfg.seed, progress=False)
@@ -278,7 +279,7 @@ def run_plain(bench: Bench, cfg: Config, model: nn.Module | None = None) -> dict
     autocast, per-epoch validation (one host wait per epoch), no checkpoints; the whitening
     filters of fast_convnet from the first batch, and the same lookahead when the run has it."""
     model = model if model is not None else bench.model(cfg)
-    data, device = bench.data.options(batch_size=cfg.batch), bench.device
+    data, device = bench.data.options(batch_size=cfg.batch, pad=cfg.pad), bench.device
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.wd}, {"params": no_decay, "weight_decay": 0.0}]
@@ -422,13 +423,14 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def config_of(entry: dict) -> Config:
-    return Config(**{k: entry[k] for k in asdict(Config())})
+    return Config(**{k: entry.get(k, v) for k, v in asdict(Config()).items()})
 
 
 def report(log: list[dict], base: dict, bench: Bench, args: argparse.Namespace,
            info: dict) -> str:
     pct = lambda v: f"{100 * v:.2f} %"  # noqa: E731
     runs = [[e["mode"], config_of(e).name(), str(e["epochs"]), str(e.get("batch", 512)),
+             str(e.get("pad", 4)),
              "yes" if e.get("lookahead") else "no", e["opt"],
              f"{e['lr']:g}", f"{e['wd']:g}", str(e["seed"]),
              "-" if e["mode"] == "plain" else "yes" if e["checkpoints"] else "no",
@@ -459,7 +461,7 @@ def report(log: list[dict], base: dict, bench: Bench, args: argparse.Namespace,
                          f"{fast['tta6_seconds']:.2f} s" if fast and key == "tta6_accuracy"
                          else "-"])
     parts += [table(rows, ["target", "measure", "fastest run", "run", "views' seconds"]), ""]
-    same_as = ("arch", "width", "convs", "batch", "lookahead", "opt", "lr", "wd", "epochs",
+    same_as = ("arch", "width", "convs", "batch", "pad", "lookahead", "opt", "lr", "wd", "epochs",
                "compile", "channels_last", "graphs")
     chosen = [e for e in lib if all(e.get(k) == base.get(k) for k in same_as)
               and e["checkpoints"]]
@@ -483,7 +485,8 @@ def report(log: list[dict], base: dict, bench: Bench, args: argparse.Namespace,
     parts += ["", "Compile and warm-up (once per model and layout): " + ", ".join(
         f"{k}: {v:.1f} s" for k, v in bench.warmup_s.items()), "",
         "## Every run", "",
-        table(runs, ["loop", "model and layout", "epochs", "batch", "lookahead", "optimizer",
+        table(runs, ["loop", "model and layout", "epochs", "batch", "pad", "lookahead",
+                     "optimizer",
                      "lr", "wd", "seed", "checkpoints", "seconds", "accuracy", "flip TTA",
                      "6-view TTA"]), ""]
     return "\n".join(parts)
@@ -500,6 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--arch", default="fast_resnet")
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--pad", type=int, default=4, help="random crops' padding in pixels")
     p.add_argument("--opt", choices=["adamw", "sgd"], default="adamw",
                    help="the optimizer of the library runs and of the bare loop (sgd: Nesterov "
                         "momentum 0.9, wd is L2)")
@@ -545,7 +549,7 @@ def main(argv: list[str] | None = None) -> None:
     bench = Bench(data, len(classes), device)
     base = Config(arch=args.arch, width=args.width, epochs=args.base_epochs, lr=args.lrs[0],
                   wd=args.wds[0], opt=args.opt, compile=device.type == "cuda",
-                  batch=args.batch_size, lookahead=args.lookahead,
+                  batch=args.batch_size, pad=args.pad, lookahead=args.lookahead,
                   graphs=args.graphs and device.type == "cuda")
     log: list[dict] = []
     if args.only == "one":

@@ -26,7 +26,7 @@ from torch import nn
 
 from conftest import shared_dataset
 from threeline import ImageData, Learner
-from threeline.models import resnet
+from threeline.models import fast_convnet, resnet
 from threeline.vision import squares
 from threeline.vision.resident import ResidentImages, TooLargeError
 from threeline.vision.solve import one_cpu_thread
@@ -124,10 +124,11 @@ def test_mixed_gray_and_color_files_get_three_channels(folders):
     assert SquareImage(32)(Image.new("LA", (50, 40))).shape == (1, 32, 32)
 
 
-def fit(model: nn.Module, data, epochs: int, lr: float) -> tuple[Learner, list[dict]]:
+def fit(model: nn.Module, data, epochs: int, lr: float,
+        optimizer: str = "adamw") -> tuple[Learner, list[dict]]:
     torch.manual_seed(0)
     learn = Learner(model, data, device="cpu", progress=False)
-    learn.checkpoint_dir = False
+    learn.checkpoint_dir, learn.optimizer = False, optimizer
     # tiny models gain nothing from a second thread, and on a busy CPU lose a lot to it
     with one_cpu_thread(torch.device("cpu")), contextlib.redirect_stdout(io.StringIO()):
         rows = learn.fit(lr, epochs)
@@ -147,6 +148,16 @@ def test_resnet_of_your_own_trains_on_grayscale_images(gray):
     conv = next(m for m in learn.model.modules() if isinstance(m, nn.Conv2d))
     assert conv.in_channels == 1
     assert rows[-1]["accuracy"] > 0.5  # chance: 1/3
+
+
+def test_the_whitened_convnet_initialises_from_the_folder_and_predicts_files(rgb, gray, folders):
+    """fast_convnet's first layer is computed from the first batch of the folder's images."""
+    for data in (rgb, gray):
+        model = fast_convnet(n_classes=3, widths=(8, 16, 16), in_channels=data.channels)
+        learn, rows = fit(model, data, 3, 0.5, optimizer="sgd")
+        assert model.initialized and rows[-1]["accuracy"] > 0.5  # chance: 1/3
+    files = sorted((folders["gray"] / "frog").glob("*.png"))[:4]
+    assert learn.predict([str(f) for f in files]).shape == (4, 3)
 
 
 def test_your_own_model_predicts_files_and_survives_save_and_load(rgb, gray, tmp_path):

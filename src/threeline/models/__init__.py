@@ -5,6 +5,7 @@ trains with ``Learner(model, data)``.
     learn = Learner(resnet(depth=18, n_classes=10, small_input=True), data)
 """
 
+from threeline.models.convnet import FastConvNet, PatchWhitening, fast_convnet
 from threeline.models.resnet import BasicBlock, Bottleneck, FastResNet, ResNet, fast_resnet, resnet
 from threeline.models.rnn import (
     ARCHS,
@@ -17,6 +18,7 @@ from threeline.models.rnn import (
     masked_concat_pool,
 )
 
-__all__ = ["ARCHS", "AWDLSTM", "AWDLanguageModel", "BasicBlock", "Bottleneck", "FastResNet",
-           "LockedDropout", "PoolingHead", "RNNClassifier", "RNNLanguageModel", "ResNet",
-           "fast_resnet", "masked_concat_pool", "resnet"]
+__all__ = ["ARCHS", "AWDLSTM", "AWDLanguageModel", "BasicBlock", "Bottleneck", "FastConvNet",
+           "FastResNet", "LockedDropout", "PatchWhitening", "PoolingHead", "RNNClassifier",
+           "RNNLanguageModel", "ResNet", "fast_convnet", "fast_resnet", "masked_concat_pool",
+           "resnet"]
