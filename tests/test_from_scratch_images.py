@@ -104,6 +104,12 @@ def test_augmentation_changes_training_batches_only(rgb):
     assert torch.equal(*valid)
     flipped, _ = first(augmented.with_flipped_valid().batches("valid", CPU, False, 0))
     assert torch.equal(flipped, valid[0].flip(3))  # flip test-time augmentation
+    moved, _ = first(augmented.options(shift_valid=(1, -2)).batches("valid", CPU, False, 0))
+    assert torch.equal(moved[:, :, :-1, 2:], valid[0][:, :, 1:, :-2])  # down 1, left 2
+    assert torch.equal(moved[:, :, -1], valid[0][:, :, -2, list(range(2, 0, -1)) + list(
+        range(0, 30))])  # the last row reflects; its first columns too
+    with pytest.raises(ValueError, match="shift_valid"):
+        augmented.options(shift_valid=(32, 0))
 
 
 def test_grayscale_keeps_one_channel_at_its_own_size(gray, folders):

@@ -312,8 +312,8 @@ def _check_options(data: ResidentImages) -> None:
     if isinstance(data.pad, bool) or not isinstance(data.pad, int) or data.pad < 0:
         raise ValueError(f"pad must be a whole number >= 0, got {data.pad!r}.")
     shift = data.shift_valid
-    if len(shift) != 2 or not all(isinstance(v, int) and abs(v) < s
-                                  for v, s in zip(shift, data.size, strict=False)):
+    if not isinstance(shift, (tuple, list)) or len(shift) != 2 or not all(
+            isinstance(v, int) and abs(v) < s for v, s in zip(shift, data.size, strict=True)):
         raise ValueError(f"shift_valid must be two whole numbers smaller than the images "
                          f"({data.size}), got {shift!r}.")
     if data.pad >= min(data.size):
