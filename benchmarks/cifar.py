@@ -4,18 +4,20 @@
     python3 benchmarks/cifar.py --device cuda --data cifar10.npz --out DIR
 
 The training images are decoded once into a uint8 tensor that stays on the device; every epoch
-each image gets a random crop of the 4-pixel reflect-padded image and a random horizontal flip,
-both as one batched gather on the device (no Python per image): the library's
-`threeline.vision.resident.ResidentImages`, which `Learner(model, ImageData)` trains on too.
+each image gets a random crop of the reflect-padded image (`--pad`, default 4 pixels) and a
+random horizontal flip, both as one batched gather on the device (no Python per image): the
+library's `threeline.vision.resident.ResidentImages`, which `Learner(model, ImageData)` uses too.
 Validation is a seeded 5,000-image split (500 per class) of the 50,000 training images;
-accuracy with and without flip test-time augmentation. Each configuration also runs as a plain
+accuracy with no test-time augmentation, with the mirror, and with 6 views (the image and its
+mirror, each also moved by one pixel both ways). Each configuration also runs as a plain
 PyTorch loop (same model instance, same data on the device, same optimizer, schedule and bf16
 autocast) in the same process, to measure what the library costs over a bare loop.
 `--opt sgd` trains both with SGD, Nesterov momentum 0.9 and L2 weight decay (the classic recipe)
-instead of AdamW.
+instead of AdamW. `--arch fast_convnet` trains `threeline.models.fast_convnet` (patch
+whitening computed from the first batch); `--lookahead` adds `threeline.lookahead.Lookahead`.
 
-`--prepare OUT.npz` stores the JPEG files' bytes (about 46 MB for all 50,000, under the 64 MiB a
-GPU run may carry; decoded pixels compressed were 135 MiB), labels and class names; the run
+`--prepare OUT.npz` stores the JPEG files' bytes (about 46 MB for all 50,000, small enough to copy
+to a GPU machine; decoded pixels compressed were 135 MiB), labels and class names; the run
 decodes them with Pillow in worker processes (the same pixels as here).
 """
 
@@ -188,6 +190,7 @@ def run_library(bench: Bench, cfg: Config, model: nn.Module | None = None,
 
 @torch.no_grad()
 def lookahead_pull(slow: list[torch.Tensor], fast: list[torch.Tensor], d: float) -> None:
+    """`Lookahead.pull` written out: the bare loop uses no library code."""
     for s, f in zip(slow, fast, strict=True):
         s.lerp_(f, 1.0 - d)
         f.copy_(s)
@@ -479,7 +482,7 @@ def main(argv: list[str] | None = None) -> None:
         for text in args.runs:
             run(bench, parse_config(base, text), log)
         plain = [e for e in log if e["mode"] == "plain"]
-        chosen = config_of(plain[-1]).__dict__ if plain else asdict(base)
+        chosen = asdict(config_of(plain[-1]) if plain else base)
     else:
         chosen = plan(bench, base, args, log)
     info = {"machine": machine_name(device), "argv": sys.argv[1:] if argv is None else argv,

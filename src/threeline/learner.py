@@ -286,12 +286,11 @@ class Learner(LearnerState, Applications):
         """Called before the optimizer is made (the image learner fills its cache here)."""
 
     def initialize_from_data(self, module: nn.Module) -> None:
-        """Data-dependent initialisation: a model with ``initialize_from(x)`` whose
-        ``initialized`` is False gets the first training batch's inputs, once, before training."""
+        """A model with ``initialize_from(x)`` and a false ``initialized`` gets the first
+        training batch's inputs, once (data-dependent initialisation, ``docs/core.md``)."""
         if hasattr(module, "initialize_from") and not getattr(module, "initialized", True):
-            x, _ = next(iter(self.train_batches()))
             with torch.no_grad():
-                module.initialize_from(x)
+                module.initialize_from(next(iter(self.train_batches()))[0])
 
     def _epoch(self, module: nn.Module, step: Callable, callbacks: list[Callback],
                validate: bool) -> dict:
@@ -386,8 +385,6 @@ class Learner(LearnerState, Applications):
         """
         optim.check_name(self.optimizer)
         return lr_finder.lr_find(self, start_lr, end_lr, num_it, mode, wd)
-
-    # ----------------------------------------------------------------- checkpoints
 
     @property
     def _data_per_process(self) -> bool:

@@ -1,7 +1,9 @@
 """A small convolutional network for 32 px images whose first layer is computed from the data.
 
-`fast_convnet()` trains CIFAR-10 in a few seconds on one GPU. What makes it fast, in order of
-effect:
+`fast_convnet()` is built to train CIFAR-10 in seconds on one GPU (its GPU times are not
+measured yet; the CPU measurements of its parts are in
+``benchmarks/results/cifar-cpu-2core-2026-12-08-ablation.md``, where patch whitening is the part
+that mattered). Its parts:
 
 - **Patch whitening.** The first layer is a fixed 2x2 convolution whose filters decorrelate the
   pixels of every 2x2 patch: the eigenvectors of the patches' covariance, each scaled by one

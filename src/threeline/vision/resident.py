@@ -64,8 +64,7 @@ def reflect_index(size: int, pad: int) -> torch.Tensor:
         >>> reflect_index(4, 2).tolist()
         [2, 1, 0, 1, 2, 3, 2, 1]
     """
-    i = torch.arange(-pad, size + pad).abs()
-    return torch.where(i > size - 1, 2 * (size - 1) - i, i)
+    return _reflect(torch.arange(-pad, size + pad), size)
 
 
 def shifted_index(size: int, shift: int) -> torch.Tensor:
@@ -76,7 +75,12 @@ def shifted_index(size: int, shift: int) -> torch.Tensor:
         >>> shifted_index(4, 1).tolist(), shifted_index(4, -1).tolist()
         ([1, 2, 3, 2], [1, 0, 1, 2])
     """
-    i = (torch.arange(size) + shift).abs()
+    return _reflect(torch.arange(size) + shift, size)
+
+
+def _reflect(i: torch.Tensor, size: int) -> torch.Tensor:
+    """Positions ``i`` (within one size of the axis) reflected into [0, size)."""
+    i = i.abs()
     return torch.where(i > size - 1, 2 * (size - 1) - i, i)
 
 
@@ -274,8 +278,9 @@ class ResidentImages:
         images = self._split_on("valid", device)  # (M, H, W, C)
         y = self._on("y-valid", device, lambda: self.labels[self.index["valid"]].to(device))
         bs, (dy, dx) = self.valid_batch_size, self.shift_valid
-        rows = self._on(f"rows{dy}", device, lambda: shifted_index(self.size[0], dy).to(device))
-        cols = self._on(f"cols{dx}", device, lambda: shifted_index(self.size[1], dx).to(device))
+        if dy or dx:  # rows and columns to read, for views moved by (dy, dx)
+            rows = self._on(f"rows{dy}", device, lambda: shifted_index(self.size[0], dy).to(device))
+            cols = self._on(f"cols{dx}", device, lambda: shifted_index(self.size[1], dx).to(device))
         for i in range(self.steps("valid")):
             part = slice(i * bs, (i + 1) * bs)
             x = images[part].flip(2) if self.flip_valid else images[part]  # (B, H, W, C)
