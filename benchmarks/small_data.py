@@ -23,7 +23,12 @@ Runs (``--runs``), each in its own process:
   (log-loss); the regression's time alone. ``two_layer``: the same ``fit(0.01, 3)`` with
   ``hidden=512``, the head every folder got before small folders got a solved linear head.
 - ``fine_tune``: ``Learner.pretrained(arch, data, augment=..., seed=seed)`` (``side_on``;
-  ``top_down`` for satellite chips), ``learn.fine_tune(--fine-tune-epochs)``.
+  ``top_down`` for satellite chips), ``learn.fine_tune(--fine-tune-epochs)``; its accuracy
+  is that of what ``predict`` then returns (on these folders, with test-time augmentation:
+  the ``tta`` row), the plain view's is kept in the records.
+
+``--size`` sets threeline's input size (default: the library's choice: 1.3x the network's own
+on folders this small, ``threeline.vision.small_folder``); e.g. ``--size 224`` for lite0's own.
 - ``fastai``: fastai 2.8's ``vision_learner`` on the same files, ``aug_transforms()``,
   ``fine_tune(--fastai-epochs)`` (its defaults otherwise; the same local weights).
 
@@ -64,6 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="default: efficientnet_lite0 on cpu, efficientnet_lite2 on cuda")
     p.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, of {RUNS}")
     p.add_argument("--skip-fastai", action="store_true", help="leave out the fastai runs")
+    p.add_argument("--size", type=int, default=None,
+                   help="input size of threeline's runs (default: the library's choice, "
+                   "1.3x the network's own on these small folders)")
     p.add_argument("--fine-tune-epochs", type=int, default=3)
     p.add_argument("--fastai-epochs", type=int, default=3)
     p.add_argument("--fine-tune-seeds", type=int, default=None,
@@ -125,7 +133,7 @@ def main(argv=None) -> None:
                            "augment": small_cases.CASES[case].augment,
                            "epochs": (args.fine_tune_epochs if run == "fine_tune"
                                       else args.fastai_epochs),
-                           "n_train": n_train, "n_valid": n_valid}
+                           "n_train": n_train, "n_valid": n_valid, "size": args.size}
                     result = run_child(job, work)
                     records.extend(result)
                     for r in result:
@@ -180,7 +188,7 @@ def fit_run(job: dict) -> list[dict]:
     from threeline import ImageData, Learner
 
     start = time.perf_counter()
-    data = ImageData.from_folder(job["folder"], verbose=False)
+    data = ImageData.from_folder(job["folder"], verbose=False, size=job.get("size"))
     learn = Learner.pretrained(job["arch"], data, precompute=True, device=job["device"],
                                seed=job["seed"], cache_dir=job["cache"], progress=False)
     learn.checkpoint_dir = False
@@ -189,7 +197,9 @@ def fit_run(job: dict) -> list[dict]:
     seconds = time.perf_counter() - start
     out = [{"method": "fit", "accuracy": learn.history[-1]["accuracy"], "seconds": seconds,
             "fit_seconds": sum(r["time"] for r in learn.history),
-            "recipe": f"fit(0.01, 3), precompute, hidden={_hidden(learn)}"}]
+            "size": learn.preprocess.size,
+            "recipe": f"fit(0.01, 3), precompute, hidden={_hidden(learn)}, "
+                      f"{learn.preprocess.size} px"}]
     two = Learner.pretrained(job["arch"], data, precompute=True, device=job["device"],
                              seed=job["seed"], cache_dir=job["cache"], progress=False,
                              hidden=512)
@@ -237,16 +247,20 @@ def fine_tune_run(job: dict) -> list[dict]:
     from threeline import ImageData, Learner
 
     start = time.perf_counter()
-    data = ImageData.from_folder(job["folder"], verbose=False)
+    data = ImageData.from_folder(job["folder"], verbose=False, size=job.get("size"))
     learn = Learner.pretrained(job["arch"], data, augment=job["augment"], device=job["device"],
                                seed=job["seed"], cache_dir=job["cache"], progress=False)
     learn.checkpoint_dir = False
     learn.fine_tune(job["epochs"])
     _sync(job["device"])
-    return [{"method": "fine_tune", "accuracy": learn.history[-1]["accuracy"],
-             "seconds": time.perf_counter() - start,
+    last = learn.history[-1]  # what predict returns: with TTA when fine_tune turned it on
+    return [{"method": "fine_tune", "accuracy": last.get("tta_accuracy", last["accuracy"]),
+             "plain_accuracy": last["accuracy"], "tta_views": learn.tta_views,
+             "seconds": time.perf_counter() - start, "size": learn.preprocess.size,
              "recipe": f"augment={job['augment']!r}; fine_tune({job['epochs']}), "
-                       f"hidden={_hidden(learn)}"}]
+                       f"hidden={_hidden(learn)}, {learn.preprocess.size} px; accuracy of "
+                       f"predict (TTA with {learn.tta_views} copies when on; the plain "
+                       f"view's in the records)"}]
 
 
 def fastai_run(job: dict) -> list[dict]:

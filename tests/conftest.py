@@ -64,7 +64,7 @@ def trained(dogscats_demo) -> Learner:
     Shared by many tests: do not train it further or change its state in a test. On the CPU
     even where a GPU is present, since tests compare it with models loaded on the CPU.
     """
-    data = ImageData.from_folder(dogscats_demo)
+    data = ImageData.from_folder(dogscats_demo, size=224)  # lite0's own (small folders: 288)
     learn = Learner.pretrained("efficientnet_lite0", data, precompute=True, device="cpu",
                                progress=False)
     learn.fit(0.01, 3)

@@ -234,6 +234,8 @@ def test_fine_tune_with_top_down_trains_the_whole_network(chips):
     rows = learn.fine_tune(1, freeze_epochs=1)
     assert len(rows) == 2 and all(np.isfinite(r["f2"]) for r in rows)
     assert not torch.equal(body, next(learn.body.parameters()))
+    assert learn.tta_views == 4 and np.isfinite(learn.history[-1]["tta_f2"])  # a small set
+    assert np.allclose(learn.predict(), learn.tta(4), atol=1e-6)  # (N, L) probabilities
 
 
 # ----------------------------------------------------------------- interpretation

@@ -124,3 +124,24 @@ def test_a_linear_head_on_several_labels_is_solved_per_label(tmp_path):
     before = stepped.fit(0.01, 3)[-1]
     assert rows[-1]["valid_loss"] < before["valid_loss"], (rows[-1], before)
     assert learn.head[0].running_mean.abs().sum() > 0  # the norm holds the training mean
+
+
+def test_a_small_folder_is_seen_larger_and_reads_better(ants_bees_small):
+    """Up to 1,000 training images the input is 1.3x the network's size (288 px for lite0):
+    on 60 ants and bees the three lines read the 153 validation photos better so."""
+    accuracy = {}
+    for size in (None, 224):
+        data = ImageData.from_folder(ants_bees_small, size=size, verbose=False)
+        learn = Learner.pretrained("efficientnet_lite0", data, precompute=True, device="cpu",
+                                   progress=False)
+        learn.checkpoint_dir = False
+        accuracy[learn.preprocess.size] = learn.fit(0.01, 1)[-1]["accuracy"]
+    assert set(accuracy) == {288, 224}
+    assert accuracy[288] > accuracy[224], accuracy
+
+
+def test_a_large_folder_keeps_the_networks_size():
+    data = ImageData.from_folder(shared_dataset("dogscats"), verbose=False)
+    assert len(data.train) > 1_000
+    learn = Learner.pretrained("efficientnet_lite0", data, device="cpu", progress=False)
+    assert learn.preprocess.size == 224

@@ -294,7 +294,8 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=Path, default=None,
                         help="a local weights file (.safetensors or .pth) for --arch")
     parser.add_argument("--size", type=number_arg(int, 32), default=None,
-                        help="image size in pixels, at least 32 (default: the backbone's own)")
+                        help="image size in pixels, at least 32 (default: the backbone's "
+                        "own; 1.3x it for up to 1,000 training images)")
     parser.add_argument("--batch-size", type=number_arg(int, 2), default=64,
                         help="images per batch, at least 2 (BatchNorm needs two; default 64)")
     parser.add_argument("--valid-pct", type=number_arg(float, 0, 1, low_open=True, high_open=True),

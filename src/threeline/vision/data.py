@@ -117,7 +117,8 @@ class ImageData:
 
         Args:
             path: the root folder (see the module docstring for the layouts understood).
-            size: the square image size to train at; None uses the backbone's default size.
+            size: the square image size to train at; None uses the backbone's default size
+                (larger on a small folder: :mod:`threeline.vision.small_folder`).
             valid_pct: the fraction held out per class when there is no valid/ (or val/) folder.
             seed: makes that split deterministic.
             batch_size: images per batch.

@@ -12,6 +12,7 @@ probabilities, with the class names and preprocessing in its metadata.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import warnings
@@ -37,6 +38,7 @@ def describe(learn: VisionLearner, **extra: Any) -> dict:
         ['cats', 'dogs']
     """
     p = learn.preprocess
+    augment = learn.augment or learn.tta_augment  # what predict's TTA softens
     linears = [m for m in learn.head.modules() if isinstance(m, nn.Linear)]
     dropouts = [m for m in learn.head.modules() if isinstance(m, nn.Dropout)]
     return {
@@ -56,6 +58,8 @@ def describe(learn: VisionLearner, **extra: Any) -> dict:
         "pretrained_weights": learn.weights_id,
         "trained_on": {"device": learn.device.type, "data": str(learn.data.root)},
         "history": json_safe(learn.history),
+        "tta": {"views": learn.tta_views, "augment": None if augment is None
+                else json_safe(dataclasses.asdict(augment))},
         **json_safe(extra),
     }
 
@@ -101,7 +105,9 @@ def export_onnx(learn: VisionLearner, path: str | os.PathLike, opset: int = 17) 
     Class names and preprocessing are in its metadata.
 
     Prepare inputs like :class:`~threeline.transforms.Preprocess`: resize the shorter side to
-    ``resize_to``, center-crop ``size`` x ``size``, divide by 255.
+    ``resize_to``, center-crop ``size`` x ``size``, divide by 255. The graph scores one view:
+    where ``learn.predict`` averages TTA copies (``learn.tta_views``), average the ONNX
+    model's outputs over flipped inputs to come close to it.
 
     Example:
         >>> export_onnx(learn, "model.onnx")  # doctest: +SKIP

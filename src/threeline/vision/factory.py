@@ -17,6 +17,7 @@ from threeline.vision.data import ImageData
 from threeline.vision.export import load_into
 from threeline.vision.learner import ImageLearner
 from threeline.vision.model import Body, check_head, head_width, make_head
+from threeline.vision.small_folder import input_size
 from threeline.vision.transforms import Preprocess
 from threeline.vision.weights import DEFAULT_ARCH, create_backbone
 
@@ -79,7 +80,10 @@ def pretrained(arch: str | None = None, data: ImageData | None = None,
         torch.manual_seed(seed)
         head = make_head(body.out_features, len(data.classes), hidden, dropout)
     device = as_device(device)
-    learn = ImageLearner(body, head, data, Preprocess.from_config(config, data.size), arch,
+    median = data.image_sizes.get("median")  # (width, height) of the median image
+    size = data.size or input_size(config["input_size"][-1], config["native_size"],
+                                   len(data.train), min(median) if median else None)
+    learn = ImageLearner(body, head, data, Preprocess.from_config(config, size), arch,
                 weights_id, device, seed, cache_dir, progress, loss)
     learn.precompute = precompute
     if augment is not None:
@@ -156,7 +160,29 @@ def rebuild(info: dict, tensors: dict[str, torch.Tensor], data: ImageData | None
     learn = ImageLearner(body, head, data, preprocess, info["arch"], weights_id,
                          as_device(device), progress=progress, loss=loss)
     learn.history = list(info.get("history") or [])
+    learn.tta_views, learn.tta_augment = saved_tta(info, source)
     return learn
+
+
+def saved_tta(info: dict, source: str = "the saved model"
+              ) -> tuple[int, augmentation.Augment | None]:
+    """The TTA copies ``predict`` averages and the augmentation they soften (0 and None for
+    files written before TTA was saved).
+
+    Example:
+        >>> saved_tta({"tta": {"views": 4, "augment": {"dihedral": True}}})[1].dihedral
+        True
+    """
+    saved = info.get("tta") or {}
+    try:
+        described = saved.get("augment")
+        if described is not None and "ratio" in described:
+            described = {**described, "ratio": tuple(described["ratio"])}
+        augment = None if described is None else augmentation.Augment(**described)
+        return int(saved.get("views", 0)), augment
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(f"{source} describes its test-time augmentation wrongly ({err}). "
+                             f"Save the model again with this version of threeline.") from err
 
 
 def saved_loss(info: dict, source: str = "the saved model") -> Loss:

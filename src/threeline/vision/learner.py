@@ -34,8 +34,10 @@ from threeline.vision.fused import fused
 from threeline.vision.model import Body, layer_groups
 from threeline.vision.predict import ImagePredictions
 from threeline.vision.presize import Presized
+from threeline.vision.small_folder import tta_views
 from threeline.vision.solve import SolvedHead
 from threeline.vision.transforms import Preprocess
+from threeline.vision.tta import finish_with_tta
 
 
 def memory_format_for(device: torch.device) -> torch.memory_format:
@@ -345,7 +347,8 @@ class ImageLearner(ImagePredictions, SolvedHead, Learner):
         return self._solver.step(self.head, x, y)
 
     def fine_tune(self, epochs: int = 3, base_lr: float = 1e-3, freeze_epochs: int = 3,
-                  lr_ratio: float = 100.0, head_lr: float = 1e-2, wd: float = 0.01) -> list[dict]:
+                  lr_ratio: float = 100.0, head_lr: float = 1e-2, wd: float = 0.01,
+                  tta: int | None = None) -> list[dict]:
         """Lesson 1's recipe: the head on cached activations, then the whole network.
 
         1. ``freeze_epochs`` epochs of the head alone at ``head_lr``, one-cycle, on activations
@@ -353,12 +356,13 @@ class ImageLearner(ImagePredictions, SolvedHead, Learner):
            reuses them from the cache);
         2. unfreeze, then ``epochs`` epochs of the whole network on augmented images (when
            ``augment`` is set), one-cycle, with rates ``slice(base_lr / (2 * lr_ratio),
-           base_lr / 2)``: the earliest layers ``lr_ratio`` times lower than the head.
+           base_lr / 2)``: the earliest layers ``lr_ratio`` times lower than the head;
+        3. ``predict`` then averages the plain view and ``tta`` augmented copies
+           (:attr:`tta_views`; None: 4 on a small folder, see :mod:`.small_folder`, else 0);
+           a last table row, ``tta``, scores the validation set that way.
 
-        Images are decoded once, before the first stage, and kept in memory for both.
-
-        The defaults were chosen by ``benchmarks/recipes.py``; its measurements are in
-        ``benchmarks/results/recipes-*.md``.
+        Images are decoded once, before the first stage, and kept in memory for all three.
+        The defaults were chosen by ``benchmarks/recipes.py`` (``results/recipes-*.md``).
 
         Returns:
             The epoch rows of both stages.
@@ -372,7 +376,10 @@ class ImageLearner(ImagePredictions, SolvedHead, Learner):
         check_positive(epochs=epochs, base_lr=base_lr, lr_ratio=lr_ratio, head_lr=head_lr)
         if not isinstance(freeze_epochs, int) or freeze_epochs < 0:
             raise ValueError(f"freeze_epochs must be an int >= 0, got {freeze_epochs!r}.")
+        if tta is not None and (isinstance(tta, bool) or not isinstance(tta, int) or tta < 0):
+            raise ValueError(f"tta must be None or a whole number of copies >= 0, got {tta!r}.")
         rows: list[dict] = []
+        self.tta_views = 0  # the epoch rows score the plain view
         for split in (self.data.train, self.data.valid):  # decoded once, for both stages
             batches.presized_cache(self, split.files, split.labels)
         if freeze_epochs > 0:
@@ -387,4 +394,7 @@ class ImageLearner(ImagePredictions, SolvedHead, Learner):
                 return rows
         self.unfreeze()
         rows += self.fit(slice(base_lr / (2 * lr_ratio), base_lr / 2), epochs, wd=wd)
+        views = tta_views(len(self.data.train)) if tta is None else tta
+        if views and not self.interrupted:
+            finish_with_tta(self, views)
         return rows

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from threeline.vision import augment as augmentation
 from threeline.vision import batches
 from threeline.vision.images import expand_items
 from threeline.vision.interpret import Interpretation
@@ -24,6 +25,13 @@ from threeline.vision.tta import tta_log_probs
 
 class ImagePredictions:
     """The ``ImageLearner`` methods that use the trained model (see the module docstring)."""
+
+    #: augmented copies :meth:`predict` (and so ``interpret`` and ``threeline predict``)
+    #: averages with the plain view, as :meth:`tta` does; 0: the plain view alone.
+    #: ``fine_tune`` sets it on small folders; it is saved with the model.
+    tta_views: int = 0
+    #: the augmentation :meth:`tta` softens when the learner has none (a loaded model's)
+    tta_augment: augmentation.Augment | None = None
 
     def tta(self, n: int = 4, items: Sequence | str | os.PathLike | Image.Image | None = None,
             seed: int = 0) -> np.ndarray:
@@ -68,6 +76,9 @@ class ImagePredictions:
         data: independent probabilities (N, L), one per label (a label is predicted where it
         exceeds ``learn.loss.thresholds``; see :meth:`tune_thresholds`).
 
+        When :attr:`tta_views` is above 0 (``fine_tune`` on a small folder sets it), these are
+        :meth:`tta`'s predictions with that many copies; set it to 0 for the plain view alone.
+
         Args:
             items: None for the validation set (in ``data.valid.files`` order); else a file, a
                 folder (its images, sorted, recursively), a PIL image, or a list of those.
@@ -79,6 +90,8 @@ class ImagePredictions:
             >>> np.allclose(np.exp(log_preds).sum(1), 1, atol=1e-4)
             True
         """
+        if self.tta_views:
+            return tta_log_probs(self, self.tta_views, items)
         if items is None:
             logits, _ = self.get_preds()
             return self._readable(logits).cpu().numpy()

@@ -76,6 +76,8 @@ class VisionLearner(Protocol):
     memory_format: torch.memory_format
     precompute: bool
     augment: Augment | None
+    tta_views: int
+    tta_augment: Augment | None
     step_memory: int | None
     arch: str
     weights_id: str

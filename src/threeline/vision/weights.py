@@ -191,6 +191,7 @@ def create_backbone(
         import timm
 
         config = timm.data.resolve_data_config({}, model=model)
+    config["native_size"] = int(config["input_size"][-1])  # what the network was trained at
     if spec.size is not None:
         config["input_size"] = (3, spec.size, spec.size)
     return model, config, weights_id
