@@ -110,6 +110,8 @@ def test_augmentation_changes_training_batches_only(rgb):
         range(0, 30))])  # the last row reflects; its first columns too
     with pytest.raises(ValueError, match="shift_valid"):
         augmented.options(shift_valid=(32, 0))
+    with pytest.raises(ValueError, match="shift_valid"):  # one number: the clear error too
+        augmented.options(shift_valid=1)
 
 
 def test_grayscale_keeps_one_channel_at_its_own_size(gray, folders):

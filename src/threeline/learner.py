@@ -36,6 +36,7 @@ from threeline.graph_step import GraphStep
 from threeline.learner_state import LearnerState
 from threeline.losses import CrossEntropy, Loss
 from threeline.metrics import Accumulator, Metric
+from threeline.progress import epoch_columns
 
 Splitter = Callable[[nn.Module], list[list[nn.Parameter]]]
 
@@ -236,7 +237,7 @@ class Learner(LearnerState, Applications):
             shape, epochs = schedules.sgdr(lengths), sum(lengths)
         else:
             shape = schedules.get(schedule or "one_cycle")
-        columns = ["epoch", "train_loss", "valid_loss", *[m.name for m in self.metrics], "time"]
+        columns = epoch_columns(m.name for m in self.metrics)
         standard = [ScheduleRates(shape)]
         if self.world.main:  # one table, one set of checkpoints
             standard += [ShowEpochs(columns), SaveCheckpoints(self._checkpoints)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import time
+from collections.abc import Iterable
 from typing import TextIO
 
 from tqdm import tqdm
@@ -77,6 +78,16 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def epoch_columns(metric_names: Iterable[str]) -> list[str]:
+    """The epoch table's columns for these metrics.
+
+    Example:
+        >>> epoch_columns(["accuracy"])
+        ['epoch', 'train_loss', 'valid_loss', 'accuracy', 'time']
+    """
+    return ["epoch", "train_loss", "valid_loss", *metric_names, "time"]
 
 
 class EpochTable:

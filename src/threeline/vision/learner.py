@@ -379,7 +379,7 @@ class ImageLearner(ImagePredictions, SolvedHead, Learner):
         if tta is not None and (isinstance(tta, bool) or not isinstance(tta, int) or tta < 0):
             raise ValueError(f"tta must be None or a whole number of copies >= 0, got {tta!r}.")
         rows: list[dict] = []
-        self.tta_views = 0  # the epoch rows score the plain view
+        self.tta_views = 0  # predictions stay plain until step 3 (tta=0: for good)
         for split in (self.data.train, self.data.valid):  # decoded once, for both stages
             batches.presized_cache(self, split.files, split.labels)
         if freeze_epochs > 0:

@@ -162,7 +162,7 @@ class ResidentImages:
             raise ValueError("The training split is empty: nothing to train on.")
         self.batch_size, self.valid_batch_size = batch_size, valid_batch_size or 2 * batch_size
         self.pad, self.flip, self.augment, self.flip_valid = pad, flip, augment, flip_valid
-        self.shift_valid = tuple(shift_valid)
+        self.shift_valid = shift_valid  # checked below: two whole numbers
         self.max_bytes = max_bytes
         _check_options(self)
         self.mean, self.std = channel_stats(images[self.index["train"]])  # per channel, 0-255
@@ -318,7 +318,8 @@ def _check_options(data: ResidentImages) -> None:
         raise ValueError(f"pad must be a whole number >= 0, got {data.pad!r}.")
     shift = data.shift_valid
     if not isinstance(shift, (tuple, list)) or len(shift) != 2 or not all(
-            isinstance(v, int) and abs(v) < s for v, s in zip(shift, data.size, strict=True)):
+            isinstance(v, int) and not isinstance(v, bool) and abs(v) < s
+            for v, s in zip(shift, data.size, strict=True)):
         raise ValueError(f"shift_valid must be two whole numbers smaller than the images "
                          f"({data.size}), got {shift!r}.")
     if data.pad >= min(data.size):

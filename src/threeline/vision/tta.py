@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from threeline.metrics import Accumulator
-from threeline.progress import EpochTable
+from threeline.progress import EpochTable, epoch_columns
 from threeline.vision import augment as augmentation
 from threeline.vision import batches
 from threeline.vision.images import expand_items
@@ -33,8 +33,7 @@ def finish_with_tta(learn: VisionLearner, n: int) -> dict[str, float]:
     if learn.history:
         learn.history[-1].update({f"tta_{k}": v for k, v in result.items()})
     if learn.world.main:
-        table = EpochTable(["epoch", "train_loss", "valid_loss",
-                            *[m.name for m in learn.metrics], "time"])
+        table = EpochTable(epoch_columns(m.name for m in learn.metrics))
         table.started = True  # a row under fit's table
         table.row({"epoch": "tta", **result, "time": f"{time.perf_counter() - start:.2f}s"})
     return result
